@@ -40,6 +40,11 @@ Decisions and pitfalls, numbered:
    from `token != pad` would drop the real EOS of every such completion.
 7. Only the T positions that predict completion tokens go through lm_head (V = 152k for Qwen):
    the backbone runs on prompt + completion and its hidden states are sliced first.
+8. The image encoder runs once per distinct prompt, not once per sampled row: `generate` lets HF
+   repeat the prompts (num_return_sequences, after it has encoded the B images), and
+   `completion_logps` encodes the B images once per call and hands each row its prompt's
+   features (mm_encoder_outputs). Qwen2-Audio takes no precomputed features (transformers
+   5.24), so its audio encoder still runs once per row.
 """
 
 import copy
@@ -57,6 +62,8 @@ from transformers import (
     Qwen2VLImageProcessorPil,
     WhisperFeatureExtractor,
 )
+
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from lora import (
     CONFIG_NAME, TARGET_MODULES, adapters_disabled, apply_lora, load_adapter, lora_modules,
@@ -352,12 +359,13 @@ class ChatPolicy:
             raise ValueError("temperature must be > 0 (the log-probs divide by it)")
         N = num_generations
         B = batch["input_ids"].shape[0]
-        batch = take_rows(batch, torch.arange(B).repeat_interleave(N))  # (B*N, P), groups adjacent
+        # HF repeats each prompt N times itself (row b*N + i = sample i of prompt b), after the
+        # media encoder has run on the B distinct prompts only (pitfall 8)
         config = GenerationConfig(
             do_sample=not greedy, temperature=None if greedy else temperature,
             top_p=None if greedy else top_p, top_k=None if greedy else 0, repetition_penalty=1.0,
             max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-            suppress_tokens=self.suppressed_ids or None, use_cache=True,
+            suppress_tokens=self.suppressed_ids or None, use_cache=True, num_return_sequences=N,
         )
         was_training = self.model.training
         self.model.eval()
@@ -368,6 +376,7 @@ class ChatPolicy:
                 out = self.model.generate(**batch, generation_config=config)
         finally:
             self.model.train(was_training)
+        batch = take_rows(batch, torch.arange(B).repeat_interleave(N))  # (B*N, P), groups adjacent
         ids = out[:, batch["input_ids"].shape[1]:]  # (B*N, T) the new tokens only
         mask = completion_mask(ids, self.eos_ids)
         return Rollout(batch, ids, mask, self.decode(ids, mask), N)
@@ -388,11 +397,18 @@ class ChatPolicy:
         R, T = ids.shape
         P = rollout.batch["input_ids"].shape[1]
         self.model.train(with_grad)
+        N = rollout.num_generations
+        text_batch = {k: v for k, v in rollout.batch.items() if k != "pixel_values"}
         logps = []
         with torch.set_grad_enabled(with_grad):
+            images = self._image_features(rollout)  # once per call, not once per row (pitfall 8)
             for start in range(0, R, chunk_size):
                 rows = torch.arange(start, min(start + chunk_size, R))
-                inputs = self._sequence_inputs(take_rows(rollout.batch, rows), ids[rows])
+                inputs = self._sequence_inputs(take_rows(text_batch, rows), ids[rows])
+                if images is not None:  # row r is a sample of prompt r // N
+                    feats = tuple(images[r // N] for r in rows.tolist())
+                    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
+                        pooler_output=feats)}
                 h = self.model.model(**inputs, use_cache=False).last_hidden_state
                 h = h[:, P - 1:P + T - 1]  # (c, T, H): the positions that predict o_1 .. o_T
                 logits = self.model.lm_head(h).float() / temperature  # (c, T, V)
@@ -401,6 +417,15 @@ class ChatPolicy:
                     logits = logits.index_fill(-1, suppressed, float("-inf"))
                 logps.append(logits.log_softmax(-1).gather(-1, ids[rows, :, None]).squeeze(-1))
         return torch.cat(logps)  # (B*N, T)
+
+    def _image_features(self, rollout):
+        """The image tokens' features of the B distinct prompts (a tuple of B (k_b, H)), or None."""
+        if "pixel_values" not in rollout.batch:
+            return None
+        R, N = rollout.completion_ids.shape[0], rollout.num_generations
+        first = take_rows(rollout.batch, torch.arange(0, R, N))  # row b*N: prompt b
+        return self.model.model.get_image_features(first["pixel_values"], first["image_grid_thw"],
+                                                   return_dict=True).pooler_output
 
     def _sequence_inputs(self, batch, completion_ids):
         """Backbone inputs for prompt + completion; positions count real tokens only."""

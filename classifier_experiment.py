@@ -111,6 +111,21 @@ def print_tables(summary: dict, n_seeds: int) -> None:
                        [[m] + [cell(summary[m][k]) for k in drift] for m in models]))
 
 
+def run_score(cfg: ClassifierConfig) -> dict:
+    """Score one checkpoint (`--init`) on the test sets: score files, EER and drift tables."""
+    if not cfg.init:
+        raise ValueError("mode=score needs --init: the SSLClassifier folder to score")
+    tests = [AudioSet(spec, cfg.sample_rate) for spec in cfg.test_sets]
+    reference = AudioSet(cfg.reference_set, cfg.sample_rate)
+    out = Path(cfg.out_dir)
+    result = {"checkpoint": evaluate_model(cfg, Path(cfg.init), tests, reference, out / "scores")}
+    summary = summarize([result], tests)
+    print_tables(summary, 1)
+    (out / "results.json").write_text(json.dumps({"per_seed": [result], "summary": summary},
+                                                 indent=2) + "\n")
+    return summary
+
+
 def run_experiment(cfg: ClassifierConfig) -> dict:
     if cfg.quick:
         cfg = dataclasses.replace(cfg, **QUICK)

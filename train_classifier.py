@@ -108,6 +108,10 @@ class AudioSet:
         self.name = spec.get("name", Path(spec["path"]).stem)
         self.domain = spec.get("domain", "in")  # test sets: in-domain or out-of-domain
         self.samples = read_protocol(spec["kind"], spec["path"], spec.get("audio_dir"))
+        if spec.get("split"):  # one split of a protocol that lists several (e.g. DFE24)
+            self.samples = [s for s in self.samples if s.split == spec["split"]]
+            if not self.samples:
+                raise ValueError(f"{spec['path']}: no sample of split {spec['split']!r}")
         self.sample_rate, self._cache = sample_rate, ({} if cache else None)
         self.labels = torch.tensor([label_to_index(s.label) for s in self.samples])
 
@@ -296,11 +300,11 @@ def run_method(cfg: ClassifierConfig, method: str, out: Path, train_set, dev_set
 
 def run(cfg: ClassifierConfig):
     """CLI entry of the route (see `train.py`)."""
-    if cfg.mode == "experiment":
-        from classifier_experiment import run_experiment
-        return run_experiment(cfg)
+    if cfg.mode in ("experiment", "score"):
+        import classifier_experiment
+        return getattr(classifier_experiment, f"run_{cfg.mode}")(cfg)
+    if cfg.mode != "finetune":
+        raise ValueError(f"unknown mode {cfg.mode!r}")
     sets = {k: AudioSet(getattr(cfg, k), cfg.sample_rate) for k in ("train_set", "dev_set")}
-    if cfg.mode == "finetune":
-        return run_method(cfg, cfg.method, Path(cfg.out_dir), sets["train_set"], sets["dev_set"],
-                          cfg.init or cfg.model)
-    raise ValueError(f"unknown mode {cfg.mode!r}")
+    return run_method(cfg, cfg.method, Path(cfg.out_dir), sets["train_set"], sets["dev_set"],
+                      cfg.init or cfg.model)
