@@ -1,0 +1,169 @@
+"""The face route's experiment (fas_experiment.py) on the tiny Qwen2.5-VL, CPU only.
+
+Checked against independent numbers: error rates recounted by hand from the saved predictions,
+the GRPO objective re-evaluated on the same rollout after a step, rewards worked out by hand.
+"""
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fas_experiment as fx
+import grpo
+import train
+from chat import ChatPolicy
+from train_chat import ChatExample, grpo_stage
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fas")
+    cfg = fx.FasConfig(out_dir=str(root / "out"), corpus_root=str(root / "corpus"), quick=True,
+                       device="cpu")
+    fx.run_experiment(cfg)
+    return root / "out" / "seed0"
+
+
+def test_quick_experiment_writes_every_protocol_and_method(quick_run):
+    report = json.loads((quick_run / "results.json").read_text())
+    results = report["results"]
+    assert set(results) == set(fx.PROTOCOLS)
+    for proto, by_method in results.items():
+        expected = {"zero_shot", "sft", "grpo"}
+        if proto in report["config"]["ablation_protocols"]:
+            expected |= {"grpo_wo_cls", "grpo_wo_res", "grpo_wo_format"}
+        assert set(by_method) == expected, proto
+        for r in by_method.values():
+            for k in ("frr", "far", "hter"):
+                assert 0.0 <= r[k] <= 1.0
+    assert (quick_run.parent / "summary.json").exists()
+
+
+def test_error_rates_match_a_recount_of_the_saved_predictions(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())["results"]
+    for proto, by_method in results.items():
+        for method, r in by_method.items():
+            rows = [json.loads(line) for line in
+                    (quick_run / "predictions" / proto / f"{method}.jsonl").read_text().splitlines()]
+            real = [row for row in rows if row["label"] == "real"]
+            fake = [row for row in rows if row["label"] == "fake"]
+            frr = sum(row["pred"] != "real" for row in real) / len(real)
+            far = sum(row["pred"] != "fake" for row in fake) / len(fake)
+            assert r["frr"] == pytest.approx(frr, abs=1e-12)
+            assert r["far"] == pytest.approx(far, abs=1e-12)
+            assert r["hter"] == pytest.approx((frr + far) / 2, abs=1e-12)
+            for attack, rate in r["per_attack"].items():
+                group = real if attack == "real" else [x for x in fake if x["attack"] == attack]
+                assert rate == pytest.approx(
+                    sum(x["pred"] != x["label"] for x in group) / len(group), abs=1e-12)
+            # the prediction is the strict parse of the saved text, never something else
+            assert all(row["pred"] == fx.parse_answer(row["text"]) for row in rows)
+
+
+def test_checkpoint_choice_is_the_first_minimum_of_the_source_dev_hter(quick_run):
+    results = json.loads((quick_run / "results.json").read_text())["results"]
+    r = results["surf_to_siwmv2"]["grpo"]
+    dev = [json.loads(line) for line in
+           (quick_run / "grpo" / "surf_like" / "dev.jsonl").read_text().splitlines()]
+    best = min(dev, key=lambda d: d["dev_hter"])     # min returns the first of equal keys
+    assert (r["best_step"], r["dev_hter"]) == (best["step"], best["dev_hter"])
+
+
+def test_reward_ablation_switches_reach_the_logged_rewards(quick_run):
+    """Each ablated part is 0 at every GRPO step; the full reward logs all three parts."""
+    def log(method):
+        path = quick_run / method / "cefa_like" / "metrics.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    for method, part in (("grpo_wo_cls", "cls"), ("grpo_wo_res", "res"),
+                         ("grpo_wo_format", "format")):
+        rows = log(method)
+        assert rows and all(row[f"reward_{part}"] == 0.0 for row in rows)
+        for row in rows:  # the total is the sum of the parts that remain
+            assert row["reward"] == pytest.approx(
+                sum(row[f"reward_{k}"] for k in ("format", "cls", "res")), abs=1e-5)
+    assert {"reward_format", "reward_cls", "reward_res", "equal_share",
+            "completion_length"} <= set(log("grpo")[0])
+
+
+def test_reward_function_by_hand():
+    cfg = fx.FasConfig(L=100)
+    text = "<thinking>I look at the face.</thinking><answer>real</answer>"   # 61 characters
+    ex = [ChatExample(None, "", "real"), ChatExample(None, "", "fake")]
+    expected = {  # (correct "real", wrong for "fake"): format + cls + res, res = +-61/100
+        "grpo": ([1.0 + 1.0 + 0.61], [1.0 + 0.0 - 0.61]),
+        "grpo_wo_cls": ([1.0 + 0.61], [1.0 - 0.61]),
+        "grpo_wo_res": ([2.0], [1.0]),
+        "grpo_wo_format": ([1.0 + 0.61], [-0.61]),
+    }
+    assert len(text) == 61
+    for method, (right, wrong) in expected.items():
+        fn = fx.reward_function(cfg, **fx.method_switches(cfg, method))
+        total, parts = fn([text, text], ex, torch.tensor([20, 20]))
+        assert torch.allclose(total, torch.tensor(right + wrong, dtype=total.dtype)), method
+        assert torch.allclose(total, parts["format"] + parts["cls"] + parts["res"])
+    # the config's own switches drive the "grpo" method
+    off = fx.FasConfig(use_res=False)
+    assert fx.method_switches(off, "grpo") == dict(use_format=True, use_cls=True, use_res=False)
+
+
+def test_format_warmup_targets_carry_no_class_information():
+    # By construction: the generator of the targets never sees an image or a label.
+    assert list(inspect.signature(fx.format_targets).parameters) == ["n", "rng"]
+    faces = [ChatExample(f"img{i}.png", "q", "real" if i % 2 else "fake") for i in range(400)]
+    flipped = [ChatExample(f"other{i}.png", "q", "fake" if i % 2 else "real") for i in range(400)]
+    a = [ex.target for ex in fx.format_examples(faces, seed=3)]
+    assert a == [ex.target for ex in fx.format_examples(flipped, seed=3)]
+    answers = [fx.parse_answer(t) for t in a]
+    assert set(answers) == {"real", "fake"}
+    # and, as a sanity check, the answer is as often "real" for real faces as for fake ones
+    share = {y: np.mean([ans == "real" for ans, ex in zip(answers, faces) if ex.label == y])
+             for y in ("real", "fake")}
+    assert abs(share["real"] - share["fake"]) < 0.15      # 200 draws each: sd of the gap ~0.05
+    assert all(fx.parse_answer(t) is not None and "<thinking>" in t for t in a)
+
+
+def test_data_fraction_subsamples_deterministically():
+    items = list(range(100))
+    quarter = fx.subsample(items, 0.25, seed=7)
+    assert quarter == fx.subsample(items, 0.25, seed=7) and len(quarter) == 25
+    assert set(quarter) <= set(fx.subsample(items, 0.5, seed=7))   # nested fractions
+    assert quarter != fx.subsample(items, 0.25, seed=8)
+    assert fx.subsample(items, 1.0, seed=7) == items
+    with pytest.raises(ValueError, match="data_fraction"):
+        fx.subsample(items, 0.0, seed=7)
+
+
+def test_grpo_step_moves_log_probs_the_way_the_loss_says(tmp_path):
+    """One grpo_stage step with fas_reward on the tiny VL model, beta = 0: the objective
+    sum_i A_i * mean_t log pi(o_it), re-evaluated on the very rollout the step used, rises;
+    completions with A > 0 gain log-probability relative to those with A < 0."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8))
+              for _ in range(3)]
+    examples = [ChatExample(im, fx.PROMPT, y) for im, y in zip(images, ("real", "fake", "real"))]
+    cfg = fx.FasConfig(device="cpu", batch_size=3, num_generations=4, max_new_tokens=10,
+                       beta=0.0, lr=1e-3, L=40)
+    policy = ChatPolicy.tiny("image", seed=0)
+    # The rollout grpo_stage will draw at step 0: same batch order, same sampling seed.
+    batch_ex = [examples[i] for i in train.batch_indices(3, 3, cfg.seed, 0)]
+    batch = policy.encode_prompts([ex.media for ex in batch_ex], [ex.question for ex in batch_ex])
+    rollout = policy.generate(batch, 4, cfg.max_new_tokens, cfg.temperature, cfg.top_p,
+                              seed=train.seed_for(cfg.seed, 0))
+    reward_fn = fx.reward_function(cfg)
+    mask = rollout.completion_mask.float()
+    rewards, _ = reward_fn(rollout.texts, [ex for ex in batch_ex for _ in range(4)], mask.sum(1))
+    A = grpo.group_advantages(rewards, 4)
+    assert (A != 0).any()
+
+    def mean_logp():
+        lp = policy.completion_logps(rollout, cfg.temperature, 8, with_grad=False)
+        return (lp * mask).sum(1) / mask.sum(1)            # (B*N,) the 1/|o_i| of Eq. 1
+
+    before = mean_logp()
+    grpo_stage(policy, examples, reward_fn, cfg, tmp_path / "grpo", steps=1)
+    delta = mean_logp() - before
+    assert (A * delta).sum() > 0
+    assert delta[A > 0].mean() > delta[A < 0].mean()

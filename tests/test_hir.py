@@ -1,0 +1,337 @@
+"""HIR-SDD route (hir_data.py, hir_experiment.py, judge.py) against hand-worked numbers and
+independent checks: grounding spans and sentences, the exact targets and their tokens, the
+rubric judge by hand, the LLM judge on a tiny random LM, the skeptic filter, manifest errors,
+a GRPO step, the LoRA / LLM-judge path on saved tiny folders, and the quick miniature."""
+import json
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from chat import ChatPolicy
+from hir_data import (
+    COT_QUESTION, HL_QUESTION, class_free_examples, cot_target, ground, grounding_sentence,
+    hard_label_target, make_examples, parse_hard_label, perturb_span, read_hir_manifest,
+    split_records,
+)
+from hir_experiment import HirConfig, make_reward_fn, run_experiment, skeptic_keep
+from judge import JudgeScore, LLMJudge, RubricJudge, make_judge, score_from_reply
+from rewards import HIR_WEIGHTS, hir_format_reward, hir_reward, parse_hir
+from train_chat import ChatExample, grpo_stage
+
+SR = 16000
+SPAN = re.compile(r"^From (\d+\.\d\d) s to (\d+\.\d\d) s ")
+
+
+def noise(seconds, seed=0):
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * SR))).astype(np.float32)
+
+
+# ------------------------------------------------------------------ grounding
+def test_grounding_changes_exactly_the_named_span_by_the_named_amount():
+    x = noise(1.5)
+    seen = set()
+    for seed in range(30):
+        y, info = perturb_span(x, SR, np.random.default_rng(seed))
+        y2, info2 = perturb_span(x, SR, np.random.default_rng(seed))
+        assert np.array_equal(y, y2) and info == info2  # deterministic per seed
+        sentence = grounding_sentence(info)
+        start, end = map(float, SPAN.match(sentence).groups())  # what the sentence names
+        a, b = round(start * SR), round(end * SR)
+        assert 0.2 - 1e-9 <= end - start <= 1.2 + 1e-9 and b <= len(x)
+        changed = np.flatnonzero(y != x)
+        assert changed.min() == a and changed.max() == b - 1 and len(changed) == b - a
+        if info["kind"] == "gain":
+            g = float(re.search(r"(rises|drops) by (\d+\.\d) dB \(a gain change\)", sentence)[2])
+            g = g if "rises" in sentence else -g
+            assert 2 <= abs(g) <= 8
+            np.testing.assert_allclose(y[a:b], x[a:b] * 10 ** (g / 20), rtol=1e-6)
+        elif info["kind"] == "noise":
+            snr = float(re.search(r"Gaussian noise at (\d+\.\d) dB SNR", sentence)[1])
+            measured = 10 * np.log10(np.mean(x.astype(float) ** 2)
+                                     / np.mean((y[a:b] - x[a:b]).astype(float) ** 2))
+            assert 8 <= snr <= 25 and abs(measured - snr) < 0.6
+        else:
+            assert "time mask" in sentence and not y[a:b].any()
+        seen.add(info["kind"])
+    assert seen == {"gain", "noise", "mask"}
+
+
+def test_grounding_span_is_cut_to_a_short_clip():
+    x = noise(0.15)
+    y, info = perturb_span(x, SR, np.random.default_rng(0))
+    assert info["start"] == 0.0 and info["end"] == 0.15 and len(y) == len(x)
+
+
+def wav_records(tmp_path, n, seconds=1.0, **fields):
+    recs = []
+    for i in range(n):
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, noise(seconds, seed=i), SR, subtype="FLOAT")
+        recs.append(dict(dict(path=str(path), label="fake", tags=["OTHER"], comment="Muffled.",
+                              where=f"m:{i + 1}"), **fields))
+    return recs
+
+
+def test_ground_is_per_sample_and_puts_the_sentence_first_in_think(tmp_path):
+    exs = make_examples(wav_records(tmp_path, 6), "cot", limit=SR)
+    g1, g2 = ground(exs, seed=3, p=1.0), ground(exs, seed=3, p=1.0)
+    assert [e.target for e in g1] == [e.target for e in g2]
+    assert ground(exs, seed=4, p=1.0)[0].target != g1[0].target
+    # example i depends on (seed, i) only, not on the other examples
+    assert ground(exs[:3], 3, 1.0)[2].target == g1[2].target != ground(exs[2:3], 3, 1.0)[0].target
+    for ex in g1:
+        p = parse_hir(ex.target)
+        info = ex.meta["grounding"]
+        assert p.think == f"{grounding_sentence(info)} Muffled."
+        assert p.reasons == ("OTHER",) and p.answer == "fake"
+        # The clip is rebuilt from its seed each time it is read, and it is the named change.
+        x, y = np.asarray(exs[g1.index(ex)].media), np.asarray(ex.media)
+        assert np.array_equal(y, np.asarray(ex.media)) and y.dtype == np.float32
+        a, b = round(info["start"] * SR), round(info["end"] * SR)
+        assert np.array_equal(x[:a], y[:a]) and np.array_equal(x[b:], y[b:])
+        assert not np.array_equal(x[a:b], y[a:b])
+    assert all(a is b for a, b in zip(ground(exs, 3, 0.0), exs))  # p = 0: none perturbed
+    half = ground(exs * 20, 3, 0.5)
+    assert 0.25 < np.mean([h is not e for h, e in zip(half, exs * 20)]) < 0.75
+
+
+# ------------------------------------------------------------------ targets
+def test_hir_targets_are_the_papers_formats_and_encode_as_single_tag_tokens():
+    assert hard_label_target("real") == "Final Answer: Real"
+    assert parse_hard_label("Final Answer: Fake") == "fake"
+    assert parse_hard_label("Final Answer: Fake.") is None
+    assert parse_hard_label("I think Final Answer: Real") is None
+    t = cot_target("Flat pitch.", ["MONOTONY_OF_STYLE", "STRANGE_INTONATION"], "fake")
+    assert t == ("<think>Flat pitch.</think><reasons>[MONOTONY_OF_STYLE, STRANGE_INTONATION]"
+                 "</reasons><answer>Fake</answer>")
+    real = cot_target("Natural pauses.", [], "real")
+    assert real.endswith("<reasons>[]</reasons><answer>Real</answer>")
+    assert hir_format_reward(t) == hir_format_reward(real) == 1.0
+    assert hir_reward(t, "fake", ["MONOTONY_OF_STYLE", "STRANGE_INTONATION"])[0] == 1.0
+    # Teacher forcing: the completion is exactly the target's tokens + <|im_end|>, the tags and
+    # format tags are single tokens, and the prompt is the question with the audio before it.
+    pol = ChatPolicy.tiny("audio")
+    batch = pol.encode_prompts([noise(1.0), noise(0.5)], [COT_QUESTION, HL_QUESTION])
+    r = pol.encode_targets(batch, [t, hard_label_target("fake")])
+    ids = r.completion_ids[0][r.completion_mask[0].bool()].tolist()
+    tok = pol.tokenizer
+    assert ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.decode(ids[:-1]) == t
+    for special in ("<think>", "</reasons>", "MONOTONY_OF_STYLE", "STRANGE_INTONATION"):
+        assert tok.convert_tokens_to_ids(special) in ids
+    assert int(r.completion_mask[1].sum()) == len(tok(hard_label_target("fake"))["input_ids"]) + 1
+    prompt = tok.decode(batch["input_ids"][1][batch["attention_mask"][1].bool()])
+    assert prompt.endswith(f"{HL_QUESTION}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_class_free_targets_are_a_permutation_independent_of_the_audio(tmp_path):
+    recs = [dict(r, label="real", tags=[]) if i % 2 else r
+            for i, r in enumerate(wav_records(tmp_path, 8, seconds=0.2))]
+    hl, cot = make_examples(recs, "hl", SR), make_examples(recs, "cot", SR)
+    free = class_free_examples(hl, cot, np.random.default_rng(0))
+    assert len(free) == 16
+    assert sorted(e.target for e in free[:8]) == sorted(e.target for e in hl)
+    assert sorted(e.target for e in free[8:]) == sorted(e.target for e in cot)
+    assert all(f.media is e.media and f.label == e.label for f, e in zip(free, hl + cot))
+    assert [e.target for e in free] != [e.target for e in hl + cot]
+
+
+# ------------------------------------------------------------------ judges
+REF = ChatExample(None, COT_QUESTION, "fake", meta=dict(
+    comment="The voice is monotone and the pauses are dead silent.",
+    tags=["MONOTONY_OF_STYLE", "UNNATURAL_PAUSES"]))
+
+
+def test_rubric_judge_hand_worked():
+    j = RubricJudge()
+    # Reference cues {monot, pause, dead, silen} ("voice" is a stop word); trace cues
+    # {monot, deliv, pause}: 2 hits. detail 10*2/4, relevance 10*2/3, logic 10 (Fake with a
+    # tag), helpfulness 10 * J = 1/2 * min(1, 5 words / 10 words) = 2.5.
+    good = j.score("<think>Monotone delivery and odd pauses.</think>"
+                   "<reasons>[MONOTONY_OF_STYLE]</reasons><answer>Fake</answer>", REF)
+    assert good == JudgeScore(pytest.approx(24.1666667 / 40), 5.0, pytest.approx(20 / 3), 10.0, 2.5)
+    # Wrong but coherent: cues {natur, pause, audib, breat}, 1 hit; Real with no tag is
+    # consistent (logic 10); no right tag (helpfulness 0).
+    wrong = j.score("<think>Natural pauses and audible breaths.</think><reasons>[]</reasons>"
+                    "<answer>Real</answer>", REF)
+    assert wrong == JudgeScore(0.375, 2.5, 2.5, 10.0, 0.0)
+    # No blocks at all: nothing is readable, so everything is 0.
+    assert j.score("monotone pauses", REF) == JudgeScore(0.0, 0.0, 0.0, 0.0, 0.0)
+    # Readable answer and reasons but inconsistent (Fake with no tag): logic 2/3 of 10.
+    assert j.score("<think>x</think><reasons>[]</reasons><answer>Fake</answer>",
+                   REF).logic == pytest.approx(20 / 3)
+    assert good.score > wrong.score
+
+
+def test_judge_reply_parser_path():
+    s = score_from_reply("Detail: 8/10\nRelevance: 6\n**Logic:** 9\nHelpfulness - 5")
+    assert s == JudgeScore(pytest.approx(0.7), 8.0, 6.0, 9.0, 5.0, True)
+    assert score_from_reply("Detail: 8\nLogic: 9") == JudgeScore(0.0, valid=False)
+    assert score_from_reply("Detail: 11 Relevance: 6 Logic: 9 Helpfulness: 5").valid is False
+
+
+def test_llm_judge_on_a_tiny_random_lm_scores_garbage_zero(tmp_path):
+    lm = ChatPolicy.tiny("text")
+    judge = LLMJudge(lm.model, lm.tokenizer, max_new_tokens=8, batch_size=2)
+    prompt = judge.prompt("<think>t</think>", REF)
+    assert "dead silent" in prompt and "MONOTONY_OF_STYLE, UNNATURAL_PAUSES" in prompt
+    traces = ["<think>Monotone.</think><reasons>[]</reasons><answer>Fake</answer>", "", "x" * 5000]
+    scores = judge.score_batch(traces, [REF] * 3)
+    assert scores == [JudgeScore(0.0, valid=False)] * 3  # garbage reply -> 0, never a crash
+    lm.save(tmp_path / "lm")  # the from_pretrained path, on a local folder
+    again = make_judge("llm", str(tmp_path / "lm"), max_new_tokens=8)
+    assert again.replies(traces[:1], [REF]) == judge.replies(traces[:1], [REF])
+    with pytest.raises(ValueError, match="judge_model"):
+        make_judge("llm")
+
+
+# ------------------------------------------------------------------ GRPO pieces
+def test_skeptic_filter_keeps_exactly_the_mixed_groups():
+    correct = [[1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 1]]
+    assert skeptic_keep(correct) == [2, 3]
+    assert skeptic_keep([[1, 1], [0, 0]]) == []
+
+
+def test_reward_fn_equals_hir_reward_with_the_judge_score():
+    weights = dict(correctness=0.6, format=0.1, reasons=0.0, judge=0.3)
+    texts = ["<think>Monotone delivery and odd pauses.</think><reasons>[MONOTONY_OF_STYLE]"
+             "</reasons><answer>Fake</answer>", "Final Answer: Fake"]
+    rewards, parts = make_reward_fn(weights, RubricJudge())(texts, [REF, REF], None)
+    # first: 0.6 * 1 + 0.1 * 1 + 0.3 * judge 0.6041667; second: nothing parses -> 0
+    torch.testing.assert_close(rewards, torch.tensor([0.7 + 0.3 * 24.1666667 / 40, 0.0]))
+    torch.testing.assert_close(parts["judge"], torch.tensor([24.1666667 / 40, 0.0]))
+    assert set(parts) == set(HIR_WEIGHTS)
+
+
+def test_grpo_step_with_the_hir_reward_runs_and_moves_the_weights(tmp_path):
+    pol = ChatPolicy.tiny("audio", seed=1)
+    exs = [ChatExample(noise(0.5, seed=i), COT_QUESTION, lab,
+                       cot_target(c, tags, lab), dict(tags=tags, comment=c, path=f"p{i}"))
+           for i, (lab, tags, c) in enumerate([("fake", ["OTHER"], "Muffled."),
+                                               ("real", [], "Natural pauses.")])]
+    # A few SFT steps first, so that sampled completions differ in reward (a random model's
+    # garbage all scores 0, and equal rewards give zero advantages and no update).
+    opt = torch.optim.AdamW(pol.model.parameters(), lr=3e-3)
+    batch = pol.encode_prompts([e.media for e in exs], [e.question for e in exs])
+    for _ in range(40):
+        opt.zero_grad()
+        pol.sft_loss(batch, [e.target for e in exs]).backward()
+        opt.step()
+    cfg = HirConfig(num_generations=4, batch_size=2, max_new_tokens=24, lr=1e-3, beta=0.04,
+                    out_dir=str(tmp_path))
+    before = {n: p.detach().clone() for n, p in pol.model.named_parameters()}
+    reward_fn = make_reward_fn(dict(correctness=0.6, format=0.1, judge=0.3), RubricJudge())
+    grpo_stage(pol, exs, reward_fn, cfg, tmp_path / "grpo", steps=1)
+    log = json.loads((tmp_path / "grpo" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert log["equal_share"] < 1.0  # at least one group had different rewards
+    assert {"reward_correctness", "reward_format", "reward_reasons", "reward_judge"} <= set(log)
+    moved = [n for n, p in pol.model.named_parameters() if not torch.equal(p, before[n])]
+    assert moved and all("audio_tower" not in n for n in moved)  # frozen encoder stays
+    assert (tmp_path / "grpo" / "last" / "model").is_dir()
+
+
+# ------------------------------------------------------------------ manifest
+def write_manifest(tmp_path, rows):
+    (tmp_path / "a.wav").write_bytes(b"")
+    path = tmp_path / "manifest.jsonl"
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+GOOD = dict(path="a.wav", label="spoof", comment="Buzzy.", tags=["STRANGE_VOICE"], split="test",
+            speaker="s1")
+
+
+def test_manifest_reader_reads_and_resolves(tmp_path, monkeypatch):
+    path = write_manifest(tmp_path, [GOOD, "", dict(path="a.wav", label="bonafide", split="train")])
+    monkeypatch.chdir(tmp_path)  # a relative manifest path still gives absolute audio paths
+    assert read_hir_manifest("manifest.jsonl")[0]["path"] == str(tmp_path / "a.wav")
+    recs = read_hir_manifest(path)
+    assert [r["label"] for r in recs] == ["fake", "real"]
+    assert recs[0]["path"] == str(tmp_path / "a.wav") and recs[0]["speaker"] == "s1"
+    assert recs[1]["comment"] == "" and recs[1]["where"] == f"{path}:3"
+    assert {k: len(v) for k, v in split_records(recs, []).items()} == dict(train=1, val=0, test=1)
+    assert sum(map(len, split_records(recs * 10, [0.5, 0.2, 0.3]).values())) == 20
+    with pytest.raises(ValueError, match=f"{path}:3: empty comment"):
+        make_examples(recs, "cot", SR)
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    ('{"path": "a.wav", "label": ', ValueError, "not valid JSON"),
+    (dict(GOOD, label="maybe"), ValueError, "unknown label 'maybe'"),
+    (dict(GOOD, tags=["ROBOTIC"]), ValueError, "tags must be a list"),
+    (dict(GOOD, label="real"), ValueError, "bona fide sample carries artifact tags"),
+    (dict(GOOD, split="dev"), ValueError, "split must be train, val or test"),
+    (dict(GOOD, path="missing.wav"), FileNotFoundError, "audio file not found"),
+    ('["a.wav", "fake"]', ValueError, "expected an object"),
+])
+def test_manifest_errors_name_file_and_line(tmp_path, bad, error, message):
+    path = write_manifest(tmp_path, [GOOD, GOOD, bad])
+    with pytest.raises(error, match=re.escape(f"{path}:3: ") + ".*" + re.escape(message)):
+        read_hir_manifest(path)
+
+
+def test_manifest_missing_or_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest not found"):
+        read_hir_manifest(tmp_path / "none.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no entries"):
+        read_hir_manifest(tmp_path / "empty.jsonl")
+
+
+# ------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from synth_speech import make_speech_corpora
+    root = tmp_path_factory.mktemp("corpus")
+    make_speech_corpora(root, seed=0, size="quick")
+    return str(root)
+
+
+def test_quick_experiment_end_to_end(tmp_path, corpus, capsys):
+    cfg = HirConfig(quick=True, out_dir=str(tmp_path / "run"), corpus_root=corpus,
+                    resplit=[0.6, 0.1, 0.3], skeptic=True,
+                    reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
+    summary = run_experiment(cfg)
+    printed = capsys.readouterr().out
+    assert "Table 1 shape" in printed and "Reasoning quality" in printed
+    rows = ["Wav2Vec2-AASIST: Train-HL", "Qwen2-Audio: format stage only", "Qwen2-Audio: Train-HL",
+            "Qwen2-Audio: Train-R", "Qwen2-Audio: Train-R + grounding",
+            "Qwen2-Audio: Train-R + grounding + GRPO"]
+    assert sorted(summary) == sorted(rows) and all(r in printed for r in rows)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["sizes"]["test"] > 0 and results["paper"]["Jaccard"]["grpo"] == 0.6468
+    for row, m in results["per_seed"][0].items():
+        assert all(0.0 <= m[k] <= 100.0 for k in ("acc", "bacc", "f1", "malformed")), row
+        if "Train-R" in row:
+            assert 0.0 <= m["jaccard"] <= 1.0 and 0.0 <= m["judge"] <= 10.0
+    completions = (tmp_path / "run" / "seed0" / "grpo" / "test_completions.jsonl").read_text()
+    assert len(completions.splitlines()) == results["sizes"]["test"]
+
+
+def test_real_model_path_lora_and_llm_judge_on_saved_tiny_folders(tmp_path, corpus):
+    # The 7B recipe's code path: a from_pretrained folder, LoRA adapters chained from stage to
+    # stage, an LLM judge in the GRPO reward; only the sizes are the tiny ones.
+    ChatPolicy.tiny("audio").save(tmp_path / "audio_llm")
+    ChatPolicy.tiny("text").save(tmp_path / "judge_llm")
+    toy = dict(corpus_size="quick", hl_steps=3, cot_steps=3, grpo_steps=2, sft_batch_size=4,
+               batch_size=2, num_generations=2, max_new_tokens=16, eval_batch_size=16)
+    cfg = HirConfig(**toy, out_dir=str(tmp_path / "run"), corpus_root=corpus,
+                    resplit=[0.6, 0.1, 0.3], model=str(tmp_path / "audio_llm"), lora_r=4,
+                    lora_alpha=8, judge="llm",
+                    judge_model=str(tmp_path / "judge_llm"), stages=["hl_sft", "cot_sft", "grpo"],
+                    grpo_init="cot_sft", grpo_grounding=False,
+                    reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
+    summary = run_experiment(cfg)
+    assert sorted(summary) == ["Qwen2-Audio: Train-HL", "Qwen2-Audio: Train-R",
+                               "Qwen2-Audio: Train-R + GRPO"]
+    for stage in ("hl_sft", "cot_sft", "grpo"):  # only adapters are saved, each a peft folder
+        folder = tmp_path / "run" / "seed0" / stage / "last" / "model"
+        assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
+                                                            "adapter_model.safetensors"]
+    log = (tmp_path / "run" / "seed0" / "grpo" / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["reward_judge"] == 0.0 for line in log)  # garbage judge -> 0
+    assert summary["Qwen2-Audio: Train-R"]["judge"] == (0.0, 0.0)
