@@ -32,7 +32,9 @@ def corpus_sets(cfg: ClassifierConfig) -> dict:
     if cfg.train_set:
         return {"post": None, "target_train": cfg.train_set, "target_dev": cfg.dev_set,
                 "tests": cfg.test_sets, "reference": cfg.reference_set}
-    index = make_speech_corpora(cfg.corpus_root, seed=0, size="quick" if cfg.quick else "default")
+    # the quick corpus gets its own folder, so a quick run never replaces the full corpus
+    root, size = (cfg.corpus_root + "_quick", "quick") if cfg.quick else (cfg.corpus_root, "default")
+    index = make_speech_corpora(root, seed=0, size=size)
     by_role = {}
     for name, spec in index.items():
         by_role.setdefault(spec["role"], []).append(dict(spec, name=name))

@@ -1,4 +1,4 @@
-"""The face route's experiment: the face paper's Tables 1-3 and Figs. 4-6, in miniature or at full size.
+"""The face route's experiment: the face paper's Tables 1-3 and Figs. 4-6, miniature or full size.
 
 Face paper: Jiang, Li et al. (AAAI 2026), "Exploring task-solving paradigm for generalized
 cross-domain face anti-spoofing via reinforcement fine-tuning".
@@ -54,7 +54,8 @@ from data import read_manifest
 from eval import format_table, frr_far_hter, per_attack_error_rates
 from rewards import fas_reward, parse_answer
 from synth_faces import PROTOCOLS, make_face_corpora
-from train_chat import (ChatConfig, ChatExample, _f, generate_answers, grpo_stage, load_policy,
+from train import option
+from train_chat import (ChatConfig, ChatExample, generate_answers, grpo_stage, load_policy,
                         sft_stage)
 
 PROMPT = ("Is the face in this image real or fake? Output the thinking process in <thinking> "
@@ -81,31 +82,31 @@ QUICK = dict(n_per_domain=48, image_size=56, format_steps=40, format_lr=3e-3, sf
 class FasConfig(ChatConfig):
     """Face anti-spoofing by GRPO on Qwen2.5-VL (Jiang, Li et al. 2026). Where the paper gives a
     value (N = 6, L = 1200, batch 6, lr 5e-6) it is the default; the recipes set the rest."""
-    out_dir: str = _f("runs/fas", "where checkpoints, logs and results go")
-    manifest: str = _f("", "real data: CSV path,label,attack,domain,split ('' = synthetic corpus)")
-    protocols: dict = _f({k: list(v) for k, v in PROTOCOLS.items()},
+    out_dir: str = option("runs/fas", "where checkpoints, logs and results go")
+    manifest: str = option("", "real data: CSV path,label,attack,domain,split ('' = synthetic)")
+    protocols: dict = option({k: list(v) for k, v in PROTOCOLS.items()},
                          "protocol name -> [source domain, target domain] (Table 1)")
-    ablation_protocols: list = _f(["cefa_to_hqwmca"], "protocols of the reward ablation (Table 3)")
-    methods: list = _f(list(METHODS), f"any of {', '.join(METHODS)}")
-    seeds: list = _f([], "run these seeds one after another ([] = just --seed)")
-    corpus_root: str = _f("runs/face_corpus", "synthetic corpus folder (built once, then reused)")
-    corpus_seed: int = _f(0, "seed of the synthetic corpus (the same data for every run seed)")
-    image_size: int = _f(112, "synthetic image side, pixels")
-    n_per_domain: int = _f(300, "synthetic images per domain")
-    min_pixels: int = _f(56 * 56, "image area floor for the processor (one token per 28x28 px)")
-    max_pixels: int = _f(448 * 448, "image area cap for the processor")
-    prompt: str = _f(PROMPT, "task prompt (departure 1: the paper's Fig. 2 text is not given)")
-    L: int = _f(1200, "expected maximum length of Eq. 5 (paper: 1200)")
-    len_unit: str = _f("chars", "len(o_i) of Eq. 5: chars | tokens")
-    use_format: bool = _f(True, "R_format in the 'grpo' method (Table 3 switch)")
-    use_cls: bool = _f(True, "R_cls in the 'grpo' method (Table 3 switch)")
-    use_res: bool = _f(True, "R_res in the 'grpo' method (Table 3 switch)")
-    data_fraction: float = _f(1.0, "share of the source train set used (Fig. 4)")
-    format_steps: int = _f(120, "class-free format warm-up steps (tiny model only)")
-    format_lr: float = _f(3e-3, "learning rate of the format warm-up")
-    sft_steps: int = _f(500, "SFT steps")
-    grpo_steps: int = _f(500, "GRPO steps")
-    eval_every: int = _f(100, "steps between source-dev evaluations (checkpoint choice)")
+    ablation_protocols: list = option(["cefa_to_hqwmca"], "reward-ablation protocols (Table 3)")
+    methods: list = option(list(METHODS), f"any of {', '.join(METHODS)}")
+    seeds: list = option([], "run these seeds one after another ([] = just --seed)")
+    corpus_root: str = option("runs/face_corpus", "synthetic corpus folder (built once, reused)")
+    corpus_seed: int = option(0, "seed of the synthetic corpus (the same data for every run seed)")
+    image_size: int = option(112, "synthetic image side, pixels")
+    n_per_domain: int = option(300, "synthetic images per domain")
+    min_pixels: int = option(56 * 56, "image area floor for the processor (one token per 28x28 px)")
+    max_pixels: int = option(448 * 448, "image area cap for the processor")
+    prompt: str = option(PROMPT, "task prompt (departure 1: the paper's Fig. 2 text is not given)")
+    L: int = option(1200, "expected maximum length of Eq. 5 (paper: 1200)")
+    len_unit: str = option("chars", "len(o_i) of Eq. 5: chars | tokens")
+    use_format: bool = option(True, "R_format in the 'grpo' method (Table 3 switch)")
+    use_cls: bool = option(True, "R_cls in the 'grpo' method (Table 3 switch)")
+    use_res: bool = option(True, "R_res in the 'grpo' method (Table 3 switch)")
+    data_fraction: float = option(1.0, "share of the source train set used (Fig. 4)")
+    format_steps: int = option(120, "class-free format warm-up steps (tiny model only)")
+    format_lr: float = option(3e-3, "learning rate of the format warm-up")
+    sft_steps: int = option(500, "SFT steps")
+    grpo_steps: int = option(500, "GRPO steps")
+    eval_every: int = option(100, "steps between source-dev evaluations (checkpoint choice)")
 
 
 # ----------------------------------------------------------------------------- data
@@ -209,7 +210,8 @@ def evaluate(policy, examples: list, cfg: FasConfig) -> tuple[dict, list]:
 # ----------------------------------------------------------------------------- training
 
 def load(cfg: FasConfig, source: str, lora: bool = False):
-    pixels = {} if source == "tiny" else dict(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    pixels = {} if source == "tiny" else dict(min_pixels=cfg.min_pixels,
+                                              max_pixels=cfg.max_pixels)
     return load_policy(cfg, source, "image", lora=lora, **pixels)
 
 
@@ -230,7 +232,7 @@ def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex:
     """SFT or GRPO from `base`, stopping every `eval_every` steps to score the source dev set.
 
     Returns the policy holding the weights of the lowest dev HTER (the earliest on a tie, also
-    saved to out/best) and a dict with the chosen step and each dev score (out/dev.jsonl).
+    saved to out/best) and {best_step, dev_hter}; every dev score goes to out/dev.jsonl.
     """
     policy = load(cfg, base, lora=True)
     steps = cfg.sft_steps if method == "sft" else cfg.grpo_steps
@@ -264,9 +266,23 @@ def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex:
 
 # ----------------------------------------------------------------------------- one seed
 
+def check(cfg: FasConfig) -> None:
+    """Fail before any training on a method or protocol typo, not hours into the run."""
+    unknown = [m for m in cfg.methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; expected any of {METHODS}")
+    bad = [k for k, v in cfg.protocols.items() if not (isinstance(v, list) and len(v) == 2)]
+    if bad:
+        raise ValueError(f"protocols {bad}: each must be [source domain, target domain]")
+    missing = [p for p in cfg.ablation_protocols if p not in cfg.protocols]
+    if missing:
+        raise ValueError(f"ablation_protocols {missing} are not in protocols {list(cfg.protocols)}")
+
+
 def run_seed(cfg: FasConfig) -> dict:
     """Every method on every protocol for cfg.seed; writes out_dir/seed<S>/results.json."""
     t0 = time.time()
+    check(cfg)
     out = Path(cfg.out_dir) / f"seed{cfg.seed}"
     splits = load_splits(cfg)
     sources = list(dict.fromkeys(src for src, _ in cfg.protocols.values()))
@@ -275,8 +291,6 @@ def run_seed(cfg: FasConfig) -> dict:
     base = instruct_base(cfg, [ex for src in sources for ex in train_sets[src]], out)
     results = {name: {} for name in cfg.protocols}
     for method in cfg.methods:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
         # zero-shot is one model for all protocols; a trained method is one model per source
         for src in [None] if method == "zero_shot" else sources:
             protos = [p for p, (s, _) in cfg.protocols.items() if src in (None, s)
@@ -376,7 +390,8 @@ def run_experiment(cfg: FasConfig) -> dict:
         report = run_seed(dataclasses.replace(cfg, seed=seed))
         print(f"\nseed {seed}: {report['seconds']} s\n" + tables(report["results"]))
     # Separate runs (--seed 0, --seed 1, ...) of one set-up land in one summary.
-    reports = [json.loads(p.read_text()) for p in sorted(Path(cfg.out_dir).glob("seed*/results.json"))]
+    paths = sorted(Path(cfg.out_dir).glob("seed*/results.json"))
+    reports = [json.loads(p.read_text()) for p in paths]
     reports = [r for r in reports if same_setup(r["config"], dataclasses.asdict(cfg))]
     summary, text = summarize(reports)
     print("\n" + text)

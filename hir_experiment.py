@@ -44,13 +44,14 @@ import numpy as np
 import torch
 
 import train
+from train import option
 from eval import accuracy, balanced_accuracy, f1_score, format_table, malformed_share, mean_jaccard
 from hir_data import (GROUNDING_CLAIM, SAMPLE_RATE, class_free_examples, ground, make_examples,
                       parse_hard_label, read_hir_manifest, split_records)
 from judge import make_judge
 from rewards import HIR_WEIGHTS, JUDGE_FIELDS, correctness_reward, hir_format_reward, hir_reward, \
     parse_hir
-from train_chat import ChatConfig, _f, generate_answers, grpo_stage, load_policy, sft_stage
+from train_chat import ChatConfig, generate_answers, grpo_stage, load_policy, sft_stage
 
 STAGES = {  # name -> (task, starts from, trains on grounded audio, table row)
     "hl_sft": ("hl", "base", False, "Train-HL"),
@@ -74,33 +75,33 @@ QUICK = dict(corpus_size="quick", format_steps=6, hl_steps=4, cot_steps=4, grpo_
 @dataclass
 class HirConfig(ChatConfig):
     """HIR-SDD: hard-label / CoT SFT, grounding and GRPO of an audio LLM (Qwen2-Audio)."""
-    out_dir: str = _f("runs/hir", "where checkpoints, logs, completions and results go")
-    manifest: str = _f("", "JSONL manifest of the data (read_hir_manifest); '' = synthetic")
-    corpus_root: str = _f(CORPUS_ROOT, "synthetic corpus: built (or reused) here")
-    corpus_size: str = _f("default", "synthetic corpus size: default | quick")
-    resplit: list = _f([], "[train, val, test] fractions of a random re-split; [] = as given")
-    max_audio_seconds: float = _f(30.0, "audio cut to this and to the encoder's (tiny: 2 s)")
-    stages: list = _f(["hl_sft", "cot_sft", "cot_ground_sft", "grpo"],
+    out_dir: str = option("runs/hir", "where checkpoints, logs, completions and results go")
+    manifest: str = option("", "JSONL manifest of the data (read_hir_manifest); '' = synthetic")
+    corpus_root: str = option(CORPUS_ROOT, "synthetic corpus: built (or reused) here")
+    corpus_size: str = option("default", "synthetic corpus size: default | quick")
+    resplit: list = option([], "[train, val, test] fractions of a random re-split; [] = as given")
+    max_audio_seconds: float = option(30.0, "audio cut to this and to the encoder's (tiny: 2 s)")
+    stages: list = option(["hl_sft", "cot_sft", "cot_ground_sft", "grpo"],
                       "in order, of: " + " | ".join(STAGES))
-    format_steps: int = _f(0, "steps of the class-free format stage first (miniature; 0 = none)")
-    hl_steps: int = _f(1000, "hard-label SFT steps")
-    cot_steps: int = _f(1000, "CoT SFT steps (each CoT stage)")
-    grpo_steps: int = _f(300, "GRPO steps")
-    sft_batch_size: int = _f(8, "SFT examples per step (batch_size is GRPO's prompts per step)")
-    sft_lr: float = _f(3e-5, "SFT learning rate (lr is GRPO's)")
-    grounding_p: float = _f(0.5, "share of training clips perturbed in grounded stages")
-    grpo_init: str = _f("cot_ground_sft", "GRPO starts from this stage (or checkpoint folder)")
-    grpo_grounding: bool = _f(True, "GRPO prompts use the grounded training audio")
-    reward_weights: dict = _f(dict(HIR_WEIGHTS), "weights of correctness, format, reasons, judge")
-    skeptic: bool = _f(False, "GRPO only on prompts whose check rollouts are mixed")
-    skeptic_rollouts: int = _f(4, "check rollouts per prompt for the skeptic filter")
-    skeptic_prompts: int = _f(0, "prompts the skeptic filter checks, drawn at random (0: all)")
-    judge: str = _f("rubric", "rubric (deterministic stand-in) | llm")
-    judge_model: str = _f("", "causal LM hub id / folder for judge='llm'")
-    judge_batch_size: int = _f(8, "traces per judge generate call")
-    train_audio_encoder: bool = _f(False, "also train the audio encoder (full fine-tuning only)")
-    baseline: dict = _f({}, "ClassifierConfig fields of the Wav2Vec2-AASIST row ({}: none)")
-    seeds: int = _f(1, "repeat over seeds seed, seed+1, ... and report mean ± std")
+    format_steps: int = option(0, "steps of the class-free format stage first (miniature; 0 = none)")
+    hl_steps: int = option(1000, "hard-label SFT steps")
+    cot_steps: int = option(1000, "CoT SFT steps (each CoT stage)")
+    grpo_steps: int = option(300, "GRPO steps")
+    sft_batch_size: int = option(8, "SFT examples per step (batch_size is GRPO's prompts per step)")
+    sft_lr: float = option(3e-5, "SFT learning rate (lr is GRPO's)")
+    grounding_p: float = option(0.5, "share of training clips perturbed in grounded stages")
+    grpo_init: str = option("cot_ground_sft", "GRPO starts from this stage (or checkpoint folder)")
+    grpo_grounding: bool = option(True, "GRPO prompts use the grounded training audio")
+    reward_weights: dict = option(dict(HIR_WEIGHTS), "weights of correctness, format, reasons, judge")
+    skeptic: bool = option(False, "GRPO only on prompts whose check rollouts are mixed")
+    skeptic_rollouts: int = option(4, "check rollouts per prompt for the skeptic filter")
+    skeptic_prompts: int = option(0, "prompts the skeptic filter checks, drawn at random (0: all)")
+    judge: str = option("rubric", "rubric (deterministic stand-in) | llm")
+    judge_model: str = option("", "causal LM hub id / folder for judge='llm'")
+    judge_batch_size: int = option(8, "traces per judge generate call")
+    train_audio_encoder: bool = option(False, "also train the audio encoder (full fine-tuning only)")
+    baseline: dict = option({}, "ClassifierConfig fields of the Wav2Vec2-AASIST row ({}: none)")
+    seeds: int = option(1, "repeat over seeds seed, seed+1, ... and report mean ± std")
 
 
 # ----------------------------------------------------------------------------- GRPO pieces

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -37,6 +38,14 @@ ROUTES = {  # route name -> (module, config class, run function)
 
 
 # ----------------------------------------------------------------------------- configuration
+
+def option(default, help: str):
+    """A config dataclass field with its one-line doc (shown by --help); lists/dicts copied."""
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default),
+                                 metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
 
 def config_from_args(cls, argv: list[str], recipe: dict | None = None):
     """Build a config dataclass: its defaults, then the recipe's fields, then `--field value` flags.

@@ -19,7 +19,6 @@ function and the stages; this file holds only what both share. Departures:
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,49 +27,44 @@ from tqdm import tqdm
 
 import grpo
 import train
+from train import option
 from chat import ChatPolicy
-
-
-def _f(default, help):
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class ChatConfig:
     """Options shared by the two chat routes (each route's dataclass adds its own)."""
-    out_dir: str = _f("runs/chat", "where checkpoints, logs and results go")
-    seed: int = _f(0, "run seed: data order and sampling seeds derive from (seed, step, ...)")
-    quick: bool = _f(False, "toy sizes: the whole experiment in under a minute (used by a test)")
-    device: str = _f("auto", "auto | cpu | cuda")
-    bf16: bool = _f(True, "bf16 autocast on CUDA (log-probs and loss stay fp32)")
-    model: str = _f("tiny", "'tiny' or a hub id / folder of the chat model")
-    dtype: str = _f("", "weights dtype when loading a real model (e.g. bfloat16); '' = default")
-    lora_r: int = _f(0, "LoRA rank (0: full fine-tuning)")
-    lora_alpha: int = _f(16, "LoRA alpha (scale alpha / r)")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    gradient_checkpointing: bool = _f(False, "recompute activations in backward (never in generate)")
+    out_dir: str = option("runs/chat", "where checkpoints, logs and results go")
+    seed: int = option(0, "run seed: data order and sampling seeds derive from (seed, step, ...)")
+    quick: bool = option(False, "toy sizes: the whole experiment in under a minute (used by a test)")
+    device: str = option("auto", "auto | cpu | cuda")
+    bf16: bool = option(True, "bf16 autocast on CUDA (log-probs and loss stay fp32)")
+    model: str = option("tiny", "'tiny' or a hub id / folder of the chat model")
+    dtype: str = option("", "weights dtype when loading a real model (e.g. bfloat16); '' = default")
+    lora_r: int = option(0, "LoRA rank (0: full fine-tuning)")
+    lora_alpha: int = option(16, "LoRA alpha (scale alpha / r)")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    gradient_checkpointing: bool = option(False, "recompute activations in backward (never in generate)")
     # sampling
-    num_generations: int = _f(6, "N: completions per prompt")
-    max_new_tokens: int = _f(256, "longest completion")
-    temperature: float = _f(1.0, "sampling temperature (the log-probs use the same)")
-    top_p: float = _f(1.0, "nucleus sampling")
+    num_generations: int = option(6, "N: completions per prompt")
+    max_new_tokens: int = option(256, "longest completion")
+    temperature: float = option(1.0, "sampling temperature (the log-probs use the same)")
+    top_p: float = option(1.0, "nucleus sampling")
     # GRPO
-    beta: float = _f(0.04, "weight of the k3 KL to the reference")
-    clip_eps: float = _f(0.2, "epsilon of the clipped surrogate")
-    mu: int = _f(1, "updates per rollout (1: old = detached current)")
-    adv_scale: str = _f("group", "advantage scale: group | batch | none | raw")
-    loss_type: str = _f("grpo", "grpo | bnpo | dr_grpo | dapo")
+    beta: float = option(0.04, "weight of the k3 KL to the reference")
+    clip_eps: float = option(0.2, "epsilon of the clipped surrogate")
+    mu: int = option(1, "updates per rollout (1: old = detached current)")
+    adv_scale: str = option("group", "advantage scale: group | batch | none | raw")
+    loss_type: str = option("grpo", "grpo | bnpo | dr_grpo | dapo")
     # optimisation
-    batch_size: int = _f(6, "prompts per step (B); a step samples B*N completions")
-    lr: float = _f(5e-6, "AdamW learning rate")
-    weight_decay: float = _f(0.0, "AdamW weight decay")
-    warmup_steps: int = _f(0, "linear warm-up steps")
-    grad_clip: float = _f(1.0, "gradient-norm clip")
-    logp_chunk: int = _f(8, "completions per log-prob forward (bounds logits memory)")
-    eval_batch_size: int = _f(16, "prompts per evaluation generate call")
-    resume: str = _f("", "resume a stage from this checkpoint folder")
+    batch_size: int = option(6, "prompts per step (B); a step samples B*N completions")
+    lr: float = option(5e-6, "AdamW learning rate")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    logp_chunk: int = option(8, "completions per log-prob forward (bounds logits memory)")
+    eval_batch_size: int = option(16, "prompts per evaluation generate call")
+    resume: str = option("", "resume a stage from this checkpoint folder")
 
 
 @dataclass

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,69 +34,63 @@ from tqdm import tqdm
 
 import grpo
 import train
+from train import option
 from data import collate_audio, label_to_index, load_audio, read_protocol, train_clip
 from eval import compute_eer
 from models import SSLClassifier
 from rawboost import rawboost
 
 
-def _f(default, help):
-    """A config field with its one-line doc (shown by --help)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class ClassifierConfig:
     """Fine-tune an SSL spoof detector by SFT, GRPO or SFT->GRPO (the speech paper's set-up)."""
-    mode: str = _f("experiment", "experiment (the whole miniature) | finetune (one run) | score")
-    method: str = _f("grpo", "finetune method: sft | grpo | sft_grpo")
-    out_dir: str = _f("runs/classifier", "where checkpoints, logs and results go")
-    seed: int = _f(0, "run seed: data order, crops, augmentation and label draws derive from it")
-    quick: bool = _f(False, "toy sizes: the whole experiment in under a minute (used by a test)")
-    device: str = _f("auto", "auto | cpu | cuda")
-    bf16: bool = _f(True, "bf16 autocast on CUDA (log-probs and loss stay fp32)")
+    mode: str = option("experiment", "experiment (the whole miniature) | finetune (one run) | score")
+    method: str = option("grpo", "finetune method: sft | grpo | sft_grpo")
+    out_dir: str = option("runs/classifier", "where checkpoints, logs and results go")
+    seed: int = option(0, "run seed: data order, crops, augmentation and label draws derive from it")
+    quick: bool = option(False, "toy sizes: the whole experiment in under a minute (used by a test)")
+    device: str = option("auto", "auto | cpu | cuda")
+    bf16: bool = option(True, "bf16 autocast on CUDA (log-probs and loss stay fp32)")
     # model
-    model: str = _f("tiny", "'tiny', a Wav2Vec2 hub id / folder, or a saved SSLClassifier folder")
-    head: str = _f("linear", "linear | aasist")
-    freeze_feature_encoder: bool = _f(False, "freeze the convolutional feature encoder")
-    gradient_checkpointing: bool = _f(False, "recompute encoder activations in backward")
+    model: str = option("tiny", "'tiny', a Wav2Vec2 hub id / folder, or a saved SSLClassifier folder")
+    head: str = option("linear", "linear | aasist")
+    freeze_feature_encoder: bool = option(False, "freeze the convolutional feature encoder")
+    gradient_checkpointing: bool = option(False, "recompute encoder activations in backward")
     # data: each set is {"kind": reader, "path": protocol, "audio_dir": folder or null}
-    train_set: dict = _f({}, "training set (empty: the synthetic target domain)")
-    dev_set: dict = _f({}, "dev set for model selection by EER (never a test set)")
-    test_sets: list = _f([], "test sets: list of {name, kind, path, audio_dir, domain: in|out}")
-    reference_set: dict = _f({}, "reference set for the drift analysis")
-    corpus_root: str = _f("runs/corpus", "synthetic corpora are built (or reused) here")
-    sample_rate: int = _f(16000, "audio sample rate")
-    train_min_sec: float = _f(10.0, "training clips longer than train_max_sec are cropped to ...")
-    train_max_sec: float = _f(13.0, "... a random length in [train_min_sec, train_max_sec]")
-    rawboost_algo: int = _f(5, "RawBoost algorithm applied to training clips (0 = off)")
+    train_set: dict = option({}, "training set (empty: the synthetic target domain)")
+    dev_set: dict = option({}, "dev set for model selection by EER (never a test set)")
+    test_sets: list = option([], "test sets: list of {name, kind, path, audio_dir, domain: in|out}")
+    reference_set: dict = option({}, "reference set for the drift analysis")
+    corpus_root: str = option("runs/corpus", "synthetic corpora are built (or reused) here")
+    sample_rate: int = option(16000, "audio sample rate")
+    train_min_sec: float = option(10.0, "training clips longer than train_max_sec are cropped to ...")
+    train_max_sec: float = option(13.0, "... a random length in [train_min_sec, train_max_sec]")
+    rawboost_algo: int = option(5, "RawBoost algorithm applied to training clips (0 = off)")
     # optimisation
-    batch_size: int = _f(8, "utterances per step")
-    steps: int = _f(1000, "optimizer steps per fine-tuning stage")
-    lr: float = _f(1e-6, "AdamW learning rate")
-    weight_decay: float = _f(0.01, "AdamW weight decay")
-    warmup_steps: int = _f(0, "linear warm-up steps")
-    grad_clip: float = _f(1.0, "gradient-norm clip")
-    class_weights: list = _f([], "SFT cross-entropy weights [fake, real] (empty: none)")
-    eval_every: int = _f(200, "dev EER every this many steps; the best step is kept")
-    eval_batch_size: int = _f(16, "utterances per scoring batch")
+    batch_size: int = option(8, "utterances per step")
+    steps: int = option(1000, "optimizer steps per fine-tuning stage")
+    lr: float = option(1e-6, "AdamW learning rate")
+    weight_decay: float = option(0.01, "AdamW weight decay")
+    warmup_steps: int = option(0, "linear warm-up steps")
+    grad_clip: float = option(1.0, "gradient-norm clip")
+    class_weights: list = option([], "SFT cross-entropy weights [fake, real] (empty: none)")
+    eval_every: int = option(200, "dev EER every this many steps; the best step is kept")
+    eval_batch_size: int = option(16, "utterances per scoring batch")
     # GRPO
-    num_generations: int = _f(64, "N: labels drawn per utterance")
-    clip_eps: float = _f(0.2, "epsilon of the clipped surrogate")
-    beta: float = _f(0.04, "weight of the k3 KL to the frozen starting model (0: no reference)")
-    adv_scale: str = _f("batch", "advantage scale: group | batch | none | raw (no negative reward)")
-    old_refresh: int = _f(1000, "old policy refreshed every K steps (1: old = detached current)")
-    loss_type: str = _f("grpo", "grpo | bnpo | dr_grpo | dapo (identical for T = 1 completions)")
-    sft_steps: int = _f(0, "sft_grpo: SFT steps before GRPO (0: half of `steps`)")
-    init: str = _f("", "start from this SSLClassifier folder (the post-trained model)")
-    resume: str = _f("", "resume from this checkpoint folder (exact resume)")
+    num_generations: int = option(64, "N: labels drawn per utterance")
+    clip_eps: float = option(0.2, "epsilon of the clipped surrogate")
+    beta: float = option(0.04, "weight of the k3 KL to the frozen starting model (0: no reference)")
+    adv_scale: str = option("batch", "advantage scale: group | batch | none | raw (no negative reward)")
+    old_refresh: int = option(1000, "old policy refreshed every K steps (1: old = detached current)")
+    loss_type: str = option("grpo", "grpo | bnpo | dr_grpo | dapo (identical for T = 1 completions)")
+    sft_steps: int = option(0, "sft_grpo: SFT steps before GRPO (0: half of `steps`)")
+    init: str = option("", "start from this SSLClassifier folder (the post-trained model)")
+    resume: str = option("", "resume from this checkpoint folder (exact resume)")
     # experiment (the miniature)
-    post_steps: int = _f(300, "experiment: SFT steps of post-training on the post-training pool")
-    post_lr: float = _f(1e-3, "experiment: post-training learning rate")
-    methods: list = _f(["sft", "grpo", "sft_grpo", "grpo_noneg"], "experiment: methods compared")
-    seeds: int = _f(1, "experiment: repeat over this many seeds and report mean ± std")
+    post_steps: int = option(300, "experiment: SFT steps of post-training on the post-training pool")
+    post_lr: float = option(1e-3, "experiment: post-training learning rate")
+    methods: list = option(["sft", "grpo", "sft_grpo", "grpo_noneg"], "experiment: methods compared")
+    seeds: int = option(1, "experiment: repeat over this many seeds and report mean ± std")
 
 
 # ----------------------------------------------------------------------------- data
