@@ -370,7 +370,7 @@ def summarize(reports: list) -> tuple[dict, str]:
         rows = [[m] + [f"{pct(summary[p][m][key][0])} ± {pct(summary[p][m][key][1])}"
                        if key in summary[p].get(m, {}) else "-" for p in protos]
                 for m in methods]
-        text += [f"HTER (%) on the {what}, mean ± std over {len(seeds)} seeds {seeds}",
+        text += [f"HTER (%) on the {what}, mean ± std over seeds {seeds}",
                  format_table(["method"] + protos, rows), ""]
     return summary, "\n".join(text)
 
@@ -384,8 +384,8 @@ def same_setup(a: dict, b: dict) -> bool:
 
 def run_experiment(cfg: FasConfig) -> dict:
     """Run every seed, print its tables, and summarize all seeds of this set-up in out_dir."""
-    if cfg.quick:
-        cfg = dataclasses.replace(cfg, **QUICK)
+    if cfg.quick:  # its own out_dir: a quick run never replaces a full run's results
+        cfg = dataclasses.replace(cfg, **QUICK, out_dir=cfg.out_dir + "_quick")
     for seed in cfg.seeds or [cfg.seed]:
         report = run_seed(dataclasses.replace(cfg, seed=seed))
         print(f"\nseed {seed}: {report['seconds']} s\n" + tables(report["results"]))

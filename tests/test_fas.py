@@ -3,6 +3,7 @@
 Checked against independent numbers: error rates recounted by hand from the saved predictions,
 the GRPO objective re-evaluated on the same rollout after a step, rewards worked out by hand.
 """
+import dataclasses
 import inspect
 import json
 
@@ -18,23 +19,13 @@ from chat import ChatPolicy
 from train_chat import ChatExample, grpo_stage
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are too small to gain from intra-op threads, and on a busy
-    machine spinning threads made this file 25x slower (399 s vs 15 s). Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fas")
     cfg = fx.FasConfig(out_dir=str(root / "out"), corpus_root=str(root / "corpus"), quick=True,
                        device="cpu")
     fx.run_experiment(cfg)
-    return root / "out" / "seed0"
+    return root / "out_quick" / "seed0"                    # quick runs get their own out_dir
 
 
 def test_quick_experiment_writes_every_protocol_and_method(quick_run):
@@ -186,3 +177,47 @@ def test_config_typos_fail_before_any_training():
         fx.check(fx.FasConfig(ablation_protocols=["cefa_to_hqwmc"]))
     with pytest.raises(ValueError, match="source domain, target domain"):
         fx.check(fx.FasConfig(protocols={"p": ["cefa_like"]}))
+
+
+def test_lora_run_saves_the_chosen_adapter_that_reproduces_the_predictions(tmp_path):
+    """The real recipe's path on the tiny model: LoRA on the saved instruct base, segments
+    resumed from `last`, the reference = adapters off. Loading out/best afresh (peft layout,
+    base named inside) must give exactly the saved test predictions of the chosen checkpoint."""
+    cfg = fx.FasConfig(out_dir=str(tmp_path / "out"), corpus_root=str(tmp_path / "corpus"),
+                       quick=True, device="cpu", lora_r=4, lr=1e-2, methods=["grpo"],
+                       protocols={"surf_to_siwmv2": ["surf_like", "siwmv2_like"]},
+                       ablation_protocols=[])
+    fx.run_experiment(cfg)
+    out = tmp_path / "out_quick" / "seed0"
+    best = out / "grpo" / "surf_like" / "best"
+    assert json.loads((best / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == str(out / "instruct")
+    policy = ChatPolicy.from_pretrained(str(best), "image")
+    rows = [json.loads(line) for line in
+            (out / "predictions" / "surf_to_siwmv2" / "grpo.jsonl").read_text().splitlines()]
+    examples = [ChatExample(r["path"], fx.PROMPT, r["label"]) for r in rows]
+    quick = dataclasses.replace(cfg, **fx.QUICK)
+    assert fx.generate_answers(policy, examples, quick) == [r["text"] for r in rows]
+
+
+def test_the_returned_model_is_the_dev_choice_not_the_last_step(tmp_path, monkeypatch):
+    """Dev HTER 0.3 after step 1, 0.5 after step 2: train_method must hand back (and save as
+    best/) the step-1 weights, which differ from the step-2 weights saved in last/."""
+    ChatPolicy.tiny("image", seed=0).save(tmp_path / "base")
+    scores = iter([0.3, 0.5])
+    monkeypatch.setattr(fx, "evaluate", lambda *a: (dict(hter=next(scores), malformed=0.0), []))
+    rng = np.random.default_rng(0)
+    examples = [ChatExample(Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)),
+                            fx.PROMPT, y) for y in ("real", "fake")]
+    cfg = fx.FasConfig(device="cpu", batch_size=2, num_generations=2, max_new_tokens=8,
+                       grpo_steps=2, eval_every=1, lr=1e-2)
+    policy, chosen = fx.train_method(cfg, "grpo", str(tmp_path / "base"), examples, examples,
+                                     tmp_path / "grpo")
+    assert chosen == dict(best_step=1, dev_hter=0.3)
+    trained = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
+    best = dict(ChatPolicy.from_pretrained(str(tmp_path / "grpo" / "best"),
+                                           "image").model.named_parameters())
+    last = dict(ChatPolicy.from_pretrained(str(tmp_path / "grpo" / "last" / "model"),
+                                           "image").model.named_parameters())
+    assert all(torch.equal(p, best[n]) for n, p in trained.items())
+    assert not all(torch.equal(p, last[n]) for n, p in trained.items())
