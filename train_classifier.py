@@ -223,21 +223,19 @@ def finetune(cfg: ClassifierConfig, method: str, out: Path, train_set: AudioSet,
     ref_model = old_model = None
     if method == "grpo" and cfg.beta > 0:  # frozen starting model; no copy when beta = 0
         ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
-    start, best = 0, {"eer": float("inf"), "step": -1}
-    if cfg.resume:
+    start, best, state = 0, {"eer": float("inf"), "step": -1}, None
+    if cfg.resume:  # the weights of the checkpoint; the reference above stays the start model
         state = train.load_trainer_state(cfg.resume)
-        model = SSLClassifier.load(Path(cfg.resume) / "model").to(device)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                weight_decay=cfg.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
-        opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
+        model.load_state_dict(SSLClassifier.load(Path(cfg.resume) / "model").state_dict())
         start, best = state["step"], state["best"]
         if state["old_policy"] is not None:  # the old policy of an unfinished refresh period
             old_model = copy.deepcopy(model).eval().requires_grad_(False)
             old_model.load_state_dict(state["old_policy"])
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
+    if state is not None:
+        opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
     out.mkdir(parents=True, exist_ok=True)
     train.save_config(cfg, out)
     log = train.JsonlLog(out / "metrics.jsonl", resume=bool(cfg.resume))
