@@ -193,6 +193,15 @@ class JsonlLog:
         self.file.close()
 
 
+def write_report(folder: Path, text: str, name: str = "tables.md") -> Path:
+    """Print a run's tables and keep them: `folder/name` holds exactly what was printed."""
+    print(text)
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.rstrip() + "\n")
+    return path
+
+
 def _plain(v):
     if isinstance(v, torch.Tensor):
         v = v.detach().float().item()
