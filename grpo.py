@@ -29,12 +29,17 @@ Where this departs from the papers, and why:
     advantages: the speech paper's "GRPO without negative reward" ablation).
  7. An empty completion (|o_i| = 0) has no 1/|o_i|; it contributes 0 and still counts as one
     of the N sequences (TRL's convention), so no NaN.
+ 8. "reinforce" is the objective the papers' public code runs where it drops the ratio: plain
+    REINFORCE on the summed token log-probs, -mean_i(A_i Σ_t log π_it) (+ β KL), with no old
+    policy and no clip -- HIR-SDD's GRPO code, and (T = 1, raw 1/0 rewards) AntiDeepfake's
+    "GRPO without negative reward" (grpo3_degraded). With one update per rollout its gradient
+    is the "grpo" gradient summed over tokens instead of averaged over them.
 """
 
 import torch
 
 SCALES = ("group", "batch", "none", "raw")
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "reinforce")
 
 
 def _groups(rewards, num_generations):
@@ -142,6 +147,8 @@ def grpo_loss(logps, advantages, completion_mask, old_logps=None, ref_logps=None
                 defaults to T (the padded width), then it depends on the batch's longest one
       "dapo"    Σ ℓ / num_items_in_batch          DAPO token-level mean; num_items_in_batch =
                 unmasked tokens of the whole accumulated batch (default: this batch's, = bnpo).
+      "reinforce" 1/N Σ_i Σ_t ℓ_it with ℓ_it = -A_i log π_it + β k3_it: no ratio, no clip
+                (departure 8); old_logps must be None.
     Under gradient accumulation the trainer averages k micro-batch losses: "bnpo" then gives
     each micro-batch equal weight, so a token in a micro-batch with few tokens weighs more;
     "dapo" with the global count gives every token the same 1/total weight, i.e. exactly the
@@ -178,6 +185,8 @@ def grpo_loss(logps, advantages, completion_mask, old_logps=None, ref_logps=None
         raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}")
     if beta > 0 and ref_logps is None:
         raise ValueError("beta > 0 needs ref_logps (the KL term); pass beta=0 to train without it")
+    if loss_type == "reinforce" and old_logps is not None:
+        raise ValueError("loss_type 'reinforce' has no ratio: old_logps must be None")
 
     mask = completion_mask.to(logps.dtype)  # (B*N, T)
     keep = mask.bool()
@@ -198,6 +207,9 @@ def grpo_loss(logps, advantages, completion_mask, old_logps=None, ref_logps=None
     # the pessimistic (smaller) of the two objectives; where the clipped one is smaller its
     # derivative is 0: the update stops once ρ has moved ε in the direction A favours
     per_token = -torch.min(surr, surr_clipped)  # (B*N, T)
+    if loss_type == "reinforce":
+        # the score-function estimator itself: log π in place of ρ (equal gradient at ρ = 1)
+        per_token = -logps * advantages  # (B*N, T)
     # the KL is computed whenever a reference is given, so drift can be logged even at beta = 0
     if ref_logps is not None:
         ref = torch.where(keep, ref_logps, zero)
@@ -217,6 +229,9 @@ def grpo_loss(logps, advantages, completion_mask, old_logps=None, ref_logps=None
     elif loss_type == "bnpo":
         # every token of *this* batch weighs the same; the denominator changes per batch
         loss = total / mask.sum().clamp(min=1)
+    elif loss_type == "reinforce":
+        # summed over a completion's tokens, not averaged: a long completion weighs more
+        loss = (per_token * mask).sum(dim=1).mean()
     elif loss_type == "dr_grpo":
         # a constant denominator: no length bias, and a fixed scale from batch to batch
         L = logps.size(1) if max_completion_length is None else max_completion_length

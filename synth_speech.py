@@ -31,6 +31,8 @@ import shutil
 import zlib
 from pathlib import Path
 
+from dataclasses import asdict, dataclass
+
 import numpy as np
 import soundfile as sf
 
@@ -64,31 +66,52 @@ FAMILIES = {
 }
 CHANNELS = ("clean", "noise", "reverb", "telephone", "gain")
 
+@dataclass(frozen=True)
+class SpeechSet:
+    """One set of a synthetic corpus: what it holds and how it is written.
+
+    role: what the experiment uses it for; kind: the protocol format (a reader of data.py);
+    every: every k-th sample is bona fide; families, channels: the spoof families and the
+    channels drawn for it; size, quick: sample counts of the default and the quick build;
+    split: its HIR annotation split (train / val / test); ids: (letter in the utterance ids,
+    split in the protocol file name) for the ASVspoof formats."""
+    role: str
+    kind: str
+    every: int
+    families: tuple
+    channels: tuple
+    size: int
+    quick: int = 6
+    split: str = "test"
+    ids: tuple = ("E", "")
+
+
 _POST = ("flat_prosody", "metronome", "vocoder_buzz", "band_limited", "no_pause")
 _TARGET = ("flat_prosody", "vocoder_buzz", "oversmoothed", "odd_stress", "no_pause")
 _TARGET_CH = ("clean", "noise", "gain")
-# set -> (role, reader kind, every k-th sample is bona fide, spoof families, channels). Each OOD
-# set holds families and/or channels the target never shows; the reference is drawn like the pool.
+# The classifier route's corpus. Each OOD set holds families and/or channels the target never
+# shows; the reference is drawn like the pool. Other routes define their own tables of SpeechSet.
 DOMAINS = {
-    "post": ("post", "asvspoof2019", 3, _POST, ("clean", "gain")),
-    "target_train": ("target_train", "asvspoof5", 2, _TARGET, _TARGET_CH),
-    "target_dev": ("target_dev", "asvspoof5", 2, _TARGET, _TARGET_CH),
-    "target_test": ("target_test", "asvspoof5", 2, _TARGET, _TARGET_CH),
-    "ood_itw": ("ood_test", "in_the_wild", 2, ("accent", "no_breath", "vocoder_buzz"),
-                ("noise", "reverb")),
-    "ood_for": ("ood_test", "fake_or_real", 2, ("band_limited", "accent", "metronome",
-                                                  "flat_prosody"), ("clean", "gain")),
-    "ood_add": ("ood_test", "add2023", 2, ("oversmoothed", "no_breath", "odd_stress", "no_pause"),
-                ("telephone",)),
-    "ood_manifest": ("ood_test", "manifest", 2, tuple(FAMILIES), ("telephone", "reverb", "noise")),
-    "reference": ("reference", "asvspoof2019", 3, _POST, ("clean", "gain")),
+    "post": SpeechSet("post", "asvspoof2019", 3, _POST, ("clean", "gain"), 480, 18, "train",
+                      ("T", "train.trn")),
+    "target_train": SpeechSet("target_train", "asvspoof5", 2, _TARGET, _TARGET_CH, 160, 10,
+                              "train", ("T", "train")),
+    "target_dev": SpeechSet("target_dev", "asvspoof5", 2, _TARGET, _TARGET_CH, 80, 8, "val",
+                            ("D", "dev.track_1")),
+    "target_test": SpeechSet("target_test", "asvspoof5", 2, _TARGET, _TARGET_CH, 160, 8,
+                             ids=("E", "eval.track_1")),
+    "ood_itw": SpeechSet("ood_test", "in_the_wild", 2, ("accent", "no_breath", "vocoder_buzz"),
+                         ("noise", "reverb"), 96),
+    "ood_for": SpeechSet("ood_test", "fake_or_real", 2, ("band_limited", "accent", "metronome",
+                                                           "flat_prosody"), ("clean", "gain"), 96),
+    "ood_add": SpeechSet("ood_test", "add2023", 2, ("oversmoothed", "no_breath", "odd_stress",
+                                                      "no_pause"), ("telephone",), 96),
+    "ood_manifest": SpeechSet("ood_test", "manifest", 2, tuple(FAMILIES),
+                              ("telephone", "reverb", "noise"), 96),
+    "reference": SpeechSet("reference", "asvspoof2019", 3, _POST, ("clean", "gain"), 120, 6,
+                           "val", ("D", "dev.trl")),
 }
-DEFAULT_SIZES = dict(post=480, target_train=160, target_dev=80, target_test=160, ood_itw=96,
-                     ood_for=96, ood_add=96, ood_manifest=96, reference=120)
-QUICK = dict(sizes=dict(post=18, target_train=10, target_dev=8, target_test=8, ood_itw=6,
-                        ood_for=6, ood_add=6, ood_manifest=6, reference=6), duration=(0.6, 1.0))
-# HIR annotation split of each set (for the reasoning route); sets not listed are "test".
-SPLITS = dict(post="train", target_train="train", target_dev="val", reference="val")
+QUICK_DURATION = (0.6, 1.0)
 N_SPEAKERS = 8  # per set; speakers are disjoint across sets, shared by real and fake
 
 
@@ -285,26 +308,28 @@ def channel(x, name, rng):
     return x, {}
 
 
-def spec(set_name, index):
+def spec(set_name, index, domains=None):
     """(label, family) of sample `index` of a set, fixed by the index (every k-th is real)."""
-    _, _, every, fams, _ = DOMAINS[set_name]
-    if index % every == 0:
+    d = (domains or DOMAINS)[set_name]
+    if index % d.every == 0:
         return "real", "bonafide"
-    return "fake", fams[(index - index // every - 1) % len(fams)]
+    return "fake", d.families[(index - index // d.every - 1) % len(d.families)]
 
 
-def synth_sample(seed, set_name, index, duration=(1.0, 2.0)):
-    """One sample -> (float32 audio at SR, record: label, family, channel, tags, speaker, ...)."""
-    if set_name not in DOMAINS:
-        raise ValueError(f"unknown set {set_name!r}; expected one of {tuple(DOMAINS)}")
-    label, family = spec(set_name, index)
+def synth_sample(seed, set_name, index, duration=(1.0, 2.0), domains=None):
+    """One sample -> (float32 audio at SR, record: label, family, channel, tags, speaker, ...).
+    `domains` is the table of SpeechSet the set belongs to (default: DOMAINS)."""
+    domains = domains or DOMAINS
+    if set_name not in domains:
+        raise ValueError(f"unknown set {set_name!r}; expected one of {tuple(domains)}")
+    label, family = spec(set_name, index, domains)
     rng = _rng(seed, set_name, index, 0)
     spk = int(rng.integers(N_SPEAKERS))
     v = speaker(seed, set_name, spk)
     fx = dict(NATURAL, **(FAMILIES[family][1] if label == "fake" else {}))
     x, breaths = _voice(rng, int(rng.uniform(*duration) * SR), v, fx)
     x *= 10 ** (rng.uniform(-28, -20) / 20) / np.sqrt(np.mean(x ** 2))  # same law for all
-    ch = str(rng.choice(DOMAINS[set_name][4]))
+    ch = str(rng.choice(domains[set_name].channels))
     x, ch_params = channel(x, ch, rng)
     rec = dict(label=label, family=family, channel=ch, channel_params=ch_params, speaker=spk,
                female=v["female"], breaths=breaths,
@@ -323,21 +348,15 @@ _LAYOUT = dict(
     manifest=("manifest.csv", "audio", "{i:05d}.flac",
               "audio/{i:05d}.flac,{label},{att},test,{set},speaker_{spk},{channel}",
               "path,label,attack,split,source,speaker,channel"))
-# set -> (split letter in ids, split in the protocol file name); others: ("E", "")
-_SPLIT_IDS = dict(post=("T", "train.trn"), reference=("D", "dev.trl"),
-                  target_train=("T", "train"), target_dev=("D", "dev.track_1"),
-                  target_test=("E", "eval.track_1"))
-
-
-def _build_set(root, set_name, n, seed, duration):
+def _build_set(root, set_name, n, seed, duration, domains):
     """Write one set's audio files and protocol -> (index entry, annotation records)."""
-    role, kind, _, fams, chans = DOMAINS[set_name]
-    proto, folder, file, line, header = _LAYOUT[kind]
-    L, split = _SPLIT_IDS.get(set_name, ("E", ""))
+    d = domains[set_name]
+    proto, folder, file, line, header = _LAYOUT[d.kind]
+    L, split = d.ids
     shutil.rmtree(os.path.join(root, set_name), ignore_errors=True)  # no stale files of old builds
     lines, records = [header] if header else [], []
     for i in range(n):
-        x, rec = synth_sample(seed, set_name, i, duration)
+        x, rec = synth_sample(seed, set_name, i, duration, domains)
         real = rec["label"] == "real"
         att = "-" if real else f"A{list(FAMILIES).index(rec['family']) + 1:02d}"
         fields = dict(rec, i=i, n=i + 1, L=L, spk=rec["speaker"] + 1000,
@@ -350,18 +369,18 @@ def _build_set(root, set_name, n, seed, duration):
         sf.write(os.path.join(root, rel), x, SR, subtype="PCM_16")
         lines += [line.format(**fields)] if line else []
         m = measure(x)
-        rec = dict(path=rel, set=set_name, split=SPLITS.get(set_name, "test"), **rec, measured=m)
+        rec = dict(path=rel, set=set_name, split=d.split, **rec, measured=m)
         records.append(dict(rec, comment=comment(rec, m, _rng(seed, set_name, i, 1))))
     proto = os.path.join(set_name, proto.format(split=split))
     if line:
         with open(os.path.join(root, proto), "w") as fh:
             fh.writelines(s + "\n" for s in lines)
     labels = [r["label"] for r in records]
-    audio_dir = os.path.join(set_name, folder.format(L=L)) if kind in (
+    audio_dir = os.path.join(set_name, folder.format(L=L)) if d.kind in (
         "asvspoof2019", "asvspoof5", "add2023") else None
-    return dict(kind=kind, path=proto.rstrip("/\\"), audio_dir=audio_dir, role=role,
+    return dict(kind=d.kind, path=proto.rstrip("/\\"), audio_dir=audio_dir, role=d.role,
                 n_real=labels.count("real"), n_fake=labels.count("fake"),
-                families=list(fams), channels=list(chans)), records
+                families=list(d.families), channels=list(d.channels)), records
 
 
 def load_index(root):
@@ -374,26 +393,31 @@ def load_index(root):
     return index
 
 
-def make_speech_corpora(root, seed=0, size="default", scale=1.0, duration=None):
-    """Build (or reuse) the sets of DOMAINS under root -> load_index(root).
+def make_speech_corpora(root, seed=0, size="default", scale=1.0, duration=None, domains=None):
+    """Build (or reuse) the sets of `domains` (a table of SpeechSet; default DOMAINS, the
+    classifier route's) under root -> load_index(root).
 
-    size: "default" (DEFAULT_SIZES, clips of 1-2 s), "quick" (QUICK: every set, tiny, for tests)
-    or a dict {set: count} (only those sets); scale multiplies the counts. Writes the audio and
-    protocols, root/annotations.jsonl (one record per sample, see load_annotations) and, last,
-    root/index.json: {set: kind, path, audio_dir (relative to root), role, n_real, n_fake,
-    families, channels, build}. A corpus whose every `build` (VERSION, seed, sizes, duration)
-    matches is reused untouched."""
-    sizes = DEFAULT_SIZES if size == "default" else QUICK["sizes"] if size == "quick" else size
-    if not isinstance(sizes, dict) or set(sizes) - set(DOMAINS):
-        raise ValueError(f"size must be 'default', 'quick' or a dict over {tuple(DOMAINS)}")
+    size: "default" (each set's `size`, clips of 1-2 s), "quick" (each set's `quick` count,
+    clips of QUICK_DURATION, for tests) or a dict {set: count} (only those sets); scale
+    multiplies the counts. Writes the audio and protocols, root/annotations.jsonl (one record
+    per sample, see load_annotations) and, last, root/index.json: {set: kind, path, audio_dir
+    (relative to root), role, n_real, n_fake, families, channels, build}. A corpus whose every
+    `build` (VERSION, seed, sizes, duration, the set's definition) matches is reused untouched."""
+    domains = domains or DOMAINS
+    sizes = ({k: d.size for k, d in domains.items()} if size == "default" else
+             {k: d.quick for k, d in domains.items()} if size == "quick" else size)
+    if not isinstance(sizes, dict) or set(sizes) - set(domains):
+        raise ValueError(f"size must be 'default', 'quick' or a dict over {tuple(domains)}")
     sizes = {k: max(2, int(round(v * scale))) for k, v in sizes.items()}
-    duration = list(duration or (QUICK["duration"] if size == "quick" else (1.0, 2.0)))
+    duration = list(duration or (QUICK_DURATION if size == "quick" else (1.0, 2.0)))
     if not 0.4 <= duration[0] <= duration[1]:
         raise ValueError(f"duration must be (lo, hi) seconds with 0.4 <= lo <= hi, got {duration}")
     build = dict(version=VERSION, seed=seed, sizes=sizes, duration=duration)
+    # the JSON round trip makes tuples lists, as they come back from index.json
+    builds = {k: json.loads(json.dumps(dict(build, set=asdict(domains[k])))) for k in sizes}
     try:
         index = load_index(root)
-        if set(index) == set(sizes) and all(e["build"] == build for e in index.values()):
+        if set(index) == set(sizes) and all(e["build"] == builds[k] for k, e in index.items()):
             return index
     except (OSError, ValueError, KeyError):
         pass  # no usable index: build from scratch
@@ -402,8 +426,8 @@ def make_speech_corpora(root, seed=0, size="default", scale=1.0, duration=None):
         os.remove(os.path.join(root, "index.json"))
     index, records = {}, []
     for set_name, n in sizes.items():
-        entry, recs = _build_set(root, set_name, n, seed, duration)
-        index[set_name], records = dict(entry, build=build), records + recs
+        entry, recs = _build_set(root, set_name, n, seed, duration, domains)
+        index[set_name], records = dict(entry, build=builds[set_name]), records + recs
     with open(os.path.join(root, "annotations.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in records)
     with open(os.path.join(root, "index.json"), "w") as f:  # written last: marks a finished build

@@ -89,7 +89,7 @@ def test_gradient_at_ratio_one_is_closed_form(loss_type):
     BN, T = logps.shape
     lengths = mask.sum(1, keepdim=True).double()
     weight = {"grpo": 1 / (BN * lengths), "bnpo": 1 / lengths.sum(), "dr_grpo": 1 / (BN * T),
-              "dapo": 1 / lengths.sum()}[loss_type]
+              "dapo": 1 / lengths.sum(), "reinforce": 1 / BN}[loss_type]
     closed = (-A[:, None] + beta * (1 - torch.exp(ref - logps.detach()))) * weight * mask
     torch.testing.assert_close(grad, closed)
     assert stats["ratio"].item() == pytest.approx(1.0) and stats["clip_frac"].item() == 0.0
@@ -137,21 +137,27 @@ def test_k3_monte_carlo_mean_estimates_exact_kl():
 def _loop_loss(logps, A, mask, old, ref, eps_low, eps_high, beta, loss_type, L_max, n_items):
     """The same objective, token by token, in plain Python floats."""
     BN, T = len(logps), len(logps[0])
-    seq_terms, total, tokens = [], 0.0, 0
+    seq_terms, seq_sums, total, tokens = [], [], 0.0, 0
     for i in range(BN):
         s, n = 0.0, 0
         for t in range(T):
             if not mask[i][t]:
                 continue
-            rho = math.exp(logps[i][t] - old[i][t])
-            obj = min(rho * A[i], min(max(rho, 1 - eps_low), 1 + eps_high) * A[i])
+            if loss_type == "reinforce":  # no ratio, no clip: A log π
+                obj = A[i] * logps[i][t]
+            else:
+                rho = math.exp(logps[i][t] - old[i][t])
+                obj = min(rho * A[i], min(max(rho, 1 - eps_low), 1 + eps_high) * A[i])
             d = ref[i][t] - logps[i][t]
             s += -obj + beta * (math.exp(d) - d - 1)
             n += 1
         seq_terms.append(s / n if n else 0.0)
+        seq_sums.append(s)
         total, tokens = total + s, tokens + n
     if loss_type == "grpo":
         return sum(seq_terms) / BN
+    if loss_type == "reinforce":
+        return sum(seq_sums) / BN
     if loss_type == "bnpo":
         return total / tokens
     if loss_type == "dr_grpo":
@@ -167,13 +173,16 @@ def test_vectorised_loss_equals_loop(loss_type, extra):
     # old policy 0.4 nats away on average: both clips fire on some tokens
     old = logps + 0.4 * torch.randn(logps.shape, generator=gen, dtype=torch.float64)
     kw = dict(clip_eps=0.2, clip_eps_high=0.28, beta=0.05, loss_type=loss_type)
-    loss, stats = grpo_loss(logps, A, mask, old_logps=old, ref_logps=ref, **kw, **extra)
+    reinforce = loss_type == "reinforce"  # no ratio: it takes no old policy
+    loss, stats = grpo_loss(logps, A, mask, old_logps=None if reinforce else old, ref_logps=ref,
+                            **kw, **extra)
     expected = _loop_loss(logps.tolist(), A.tolist(), mask.tolist(), old.tolist(), ref.tolist(),
                           0.2, 0.28, 0.05, loss_type, extra.get("max_completion_length"),
                           extra.get("num_items_in_batch"))
     assert math.isfinite(loss.item())
     assert loss.item() == pytest.approx(expected, rel=1e-12)
-    assert 0 < stats["clip_low"].item() and 0 < stats["clip_high"].item()
+    if not reinforce:
+        assert 0 < stats["clip_low"].item() and 0 < stats["clip_high"].item()
     assert all(v.dim() == 0 and not v.requires_grad for v in stats.values())
 
 
@@ -340,3 +349,24 @@ def test_dapo_matches_full_batch_under_accumulation_and_bnpo_does_not():
     # token weights: bnpo-accumulated 1/(2*2) and 1/(2*8) vs 1/10 for every token
     assert (bnpo_acc[:2, 0] / full[:2, 0]).tolist() == pytest.approx([2.5, 2.5])
     assert (bnpo_acc[2:] / full[2:]).flatten().tolist() == pytest.approx([0.625] * 8)
+
+
+def test_reinforce_is_the_papers_code_written_out():
+    # HIR-SDD's GRPO code: loss = -mean_i(A_i * sum_t log pi_it), no ratio, no clip
+    gen = torch.Generator().manual_seed(11)
+    logps, ref, mask, A = _random_batch(gen, BN=6, T=5)
+    loss, _ = grpo_loss(logps, A, mask, beta=0.0, loss_type="reinforce")
+    by_hand = -(A * (logps * mask).sum(1)).mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-12)
+    # AntiDeepfake's grpo3_degraded (T = 1, raw 1/0 rewards r): loss = -mean(logp * r - beta * kl)
+    # with kl = exp(ref - logp) - (ref - logp) - 1 per draw
+    logp = -torch.rand(8, 1, generator=gen, dtype=torch.float64)
+    ref1 = -torch.rand(8, 1, generator=gen, dtype=torch.float64)
+    r = torch.tensor([1.0, 0, 1, 1, 0, 0, 1, 1], dtype=torch.float64)
+    loss, _ = grpo_loss(logp, r, torch.ones_like(logp), ref_logps=ref1, beta=0.04,
+                        loss_type="reinforce")
+    kl = torch.exp(ref1 - logp) - (ref1 - logp) - 1
+    by_hand = -(logp[:, 0] * r - 0.04 * kl[:, 0]).mean()
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="no ratio"):
+        grpo_loss(logp, r, torch.ones_like(logp), old_logps=logp, beta=0.0, loss_type="reinforce")

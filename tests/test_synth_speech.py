@@ -36,8 +36,8 @@ def _harmonic(f0, seconds, top=4000.0):
 
 def _probe(monkeypatch, families, channels=("clean",), every=2):
     """A test-only set: the given families through the given channels."""
-    monkeypatch.setitem(S.DOMAINS, "probe", ("ood_test", "manifest", every, tuple(families),
-                                             tuple(channels)))
+    monkeypatch.setitem(S.DOMAINS, "probe", S.SpeechSet("ood_test", "manifest", every,
+                                                        tuple(families), tuple(channels), 6))
     return "probe"
 
 
@@ -158,7 +158,7 @@ def test_every_set_reads_back_with_counts_and_labels(quick):
     seen = []
     for name, e in index.items():
         samples = data.read_protocol(e["kind"], e["path"], e["audio_dir"])
-        assert len(samples) == S.QUICK["sizes"][name] == e["n_real"] + e["n_fake"]
+        assert len(samples) == S.DOMAINS[name].quick == e["n_real"] + e["n_fake"]
         assert sum(s.label == "real" for s in samples) == e["n_real"] > 0 and e["n_fake"] > 0
         for s in samples:
             rec = ann[s.path]  # every sample has its annotation, same label, right set
