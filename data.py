@@ -12,6 +12,7 @@ synthetic domain written as an ASVspoof 2019 protocol).
 """
 
 import csv
+import io
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -35,8 +36,10 @@ class Sample:
 
 _ASV_LABELS = {"bonafide": "real", "spoof": "fake"}
 _SPLIT_LETTER = {"T": "train", "D": "dev", "E": "eval"}
-# what soundfile (libsndfile >= 1.1 reads MP3) can open; used to list folders and find files
-_AUDIO_EXTS = (".wav", ".flac") + ((".mp3",) if "MP3" in sf.available_formats() else ())
+# what soundfile opens (libsndfile: WAV, FLAC, OGG Vorbis/Opus, AIFF, AU, CAF, W64, RF64; MP3
+# from libsndfile 1.1); used to list folders and find files
+_AUDIO_EXTS = (".wav", ".flac", ".ogg", ".opus", ".aif", ".aiff", ".au", ".caf", ".w64",
+               ".rf64") + ((".mp3",) if "MP3" in sf.available_formats() else ())
 
 
 # ----------------------------------------------------------------------------- reader plumbing
@@ -47,11 +50,27 @@ def _existing(path) -> Path:
     return Path(path)
 
 
+def read_text_lines(path) -> list:
+    """A text file's lines, decoded as UTF-8 (a leading BOM dropped, as Excel writes one);
+    bytes that are not UTF-8 are an error naming the file and the line."""
+    path = Path(path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    if lines and lines[0].startswith(b"\xef\xbb\xbf"):
+        lines[0] = lines[0][3:]
+    out = []
+    for i, raw in enumerate(lines, 1):
+        try:
+            out.append(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{i}: not UTF-8 text (byte {raw[e.start]:#04x} at column "
+                             f"{e.start + 1}); save the file as UTF-8") from None
+    return out
+
+
 def _protocol_rows(path) -> tuple:
     """Whitespace-separated protocol -> (path, [(line number, tokens)]), blank lines skipped."""
     path = _existing(path)
-    with open(path, encoding="utf-8") as f:
-        rows = [(i, line.split()) for i, line in enumerate(f, 1) if line.strip()]
+    rows = [(i, line.split()) for i, line in enumerate(read_text_lines(path), 1) if line.strip()]
     if not rows:
         raise ValueError(f"{path}: protocol is empty")
     return path, rows
@@ -60,7 +79,7 @@ def _protocol_rows(path) -> tuple:
 def _csv_rows(path, required: tuple) -> tuple:
     """CSV with a header -> (path, [(line number, row dict)]); header names stripped."""
     path = _existing(path)
-    with open(path, encoding="utf-8-sig", newline="") as f:   # -sig: drop an Excel BOM
+    with io.StringIO("".join(read_text_lines(path)), newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
             raise ValueError(f"{path}: protocol is empty")
@@ -105,8 +124,12 @@ def _check_audio(entries: list, protocol: Path, missing: str) -> list:
     """entries: [(line number, Sample)] -> the Samples whose audio file exists."""
     if missing not in ("error", "skip"):
         raise ValueError(f"missing must be 'error' or 'skip', got {missing!r}")
-    kept, skipped = [], []
+    kept, skipped, first_line = [], [], {}
     for lineno, s in entries:
+        if s.path in first_line:  # two lines for one file: one trial counted twice, or two labels
+            raise ValueError(f"{protocol}: lines {first_line[s.path]} and {lineno} both name "
+                             f"{s.path}")
+        first_line[s.path] = lineno
         if os.path.isfile(s.path):
             kept.append(s)
         elif missing == "error":
@@ -209,7 +232,12 @@ def read_fake_or_real(root, split="testing", source="fake_or_real") -> list:
         folder = base / cls
         if not folder.is_dir():
             raise FileNotFoundError(f"Fake-or-Real folder not found: {folder}")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _AUDIO_EXTS)
+        entries = sorted(p for p in folder.iterdir() if p.is_file())
+        files = [p for p in entries if p.suffix.lower() in _AUDIO_EXTS]
+        if len(files) < len(entries):  # said, never silently dropped
+            others = sorted({p.suffix or p.name for p in entries if p not in files})
+            warnings.warn(f"{folder}: skipped {len(entries) - len(files)} file(s) that are not "
+                          f"audio soundfile reads ({', '.join(others)})", stacklevel=2)
         samples += [Sample(str(p), cls, "-", split, source) for p in files]
     if not samples:
         raise ValueError(f"{base}: no audio files {_AUDIO_EXTS} under real/ or fake/")
@@ -350,6 +378,9 @@ def load_audio(path, sample_rate: int = 16000, resample: bool = True) -> np.ndar
         raise ValueError(f"cannot read audio file {path}: {e}") from e
     if x.shape[0] == 0:
         raise ValueError(f"audio file {path} has no samples")
+    if not np.isfinite(x).all():  # float WAVs can hold them; a model fed one goes NaN
+        raise ValueError(f"audio file {path} holds {int((~np.isfinite(x)).sum())} NaN or inf "
+                         f"sample(s)")
     x = x.mean(axis=1)                                                # (T,)
     if sr != sample_rate:
         if not resample:
@@ -401,6 +432,33 @@ def chunk_audio(x: np.ndarray, chunk_len: int) -> list:
     if len(x) == 0:
         raise ValueError("cannot chunk an empty waveform")
     return [x[i:i + chunk_len] for i in range(0, len(x), chunk_len)]
+
+
+def audio_seconds(path) -> float:
+    """A file's duration from its header (no decoding), seconds."""
+    try:
+        return float(sf.info(str(path)).duration)
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise ValueError(f"cannot read audio file {path}: {e}") from e
+
+
+def segment_samples(samples: list, seconds: float, durations: list) -> list:
+    """Cut every sample into consecutive `seconds`-long segments; the last one keeps its
+    shorter length, as AntiDeepfake's Deepfake-Eval-2024 preparation does
+    (protocols/DeepfakeEval2024_segment.py: ceil(T / L) segments, never padded).
+
+    Returns new Samples; segment k of a sample keeps its path, label and attack, with
+    meta["segment"] = [k, start_s, end_s] (what `AudioSet.audio` cuts out)."""
+    if seconds <= 0:
+        raise ValueError(f"segment length must be positive, got {seconds}")
+    out = []
+    for s, d in zip(samples, durations):
+        n = max(1, int(np.ceil(round(d / seconds, 6))))  # round: 8.0000001 s is 2 x 4 s
+        for k in range(n):
+            seg = [k, k * seconds, min((k + 1) * seconds, d)]
+            out.append(Sample(s.path, s.label, s.attack, s.split, s.source,
+                              dict(s.meta, segment=seg)))
+    return out
 
 
 # ----------------------------------------------------------------------------- batching

@@ -24,9 +24,9 @@ Where this departs from the papers, and why:
  5. Besides the papers' aggregation ("grpo": 1/|o_i| then 1/N) the loss offers "bnpo",
     "dr_grpo" (Liu et al. 2025) and "dapo" (Yu et al. 2025), and an upper clip ε_high
     ("clip-higher", DAPO); the defaults are the papers' form with a symmetric clip.
- 6. Advantage scales besides Eq. 2: "batch" (one std over the batch, as in the speech paper's
-    public code, AntiDeepfake), "none" (Dr. GRPO: centre only) and "raw" (rewards used as
-    advantages: the speech paper's "GRPO without negative reward" ablation).
+ 6. Advantage scales besides Eq. 2: "batch" (one mean and one std over the whole flattened
+    batch, as in the speech paper's public code, AntiDeepfake), "none" (Dr. GRPO: centre only)
+    and "raw" (rewards used as advantages: the speech paper's "GRPO without negative reward").
  7. An empty completion (|o_i| = 0) has no 1/|o_i|; it contributes 0 and still counts as one
     of the N sequences (TRL's convention), so no NaN.
  8. "reinforce" is the objective the papers' public code runs where it drops the ratio: plain
@@ -69,8 +69,10 @@ def group_advantages(rewards, num_generations, scale="group", eps=1e-4):
 
     scale="group":  A_i = (r_i - mean(r_group)) / (std(r_group) + eps)   face paper Eq. 2,
                     DeepSeekMath outcome supervision; eps as in TRL's GRPOTrainer.
-    scale="batch":  A_i = (r_i - mean(r_group)) / (std(r_batch) + eps)   one std over all B*N
-                    rewards (the speech paper's AntiDeepfake code; TRL scale_rewards="batch").
+    scale="batch":  A_i = (r_i - mean(r_batch)) / (std(r_batch) + eps)   one mean and one std
+                    over all B*N rewards, the groups flattened: the speech paper's public code
+                    (AntiDeepfake algo/rl.py, std_floor = eps = 1e-5). An all-correct group is
+                    no longer 0: it is pushed up as far as it beats the rest of the batch.
     scale="none":   A_i =  r_i - mean(r_group)                            Dr. GRPO (Liu et al.
                     2025): dropping the std removes a per-question weighting.
     scale="raw":    A_i =  r_i                                            no baseline: with 1/0
@@ -78,8 +80,9 @@ def group_advantages(rewards, num_generations, scale="group", eps=1e-4):
                     "GRPO without negative reward").
 
     std is unbiased (ddof = 1); eps = 0 gives Eq. 2 verbatim. A group whose rewards are all
-    equal gets exactly 0 in every centred scale. With N = 1 a group is one reward, trivially
-    all-equal, so its advantage is 0 (a single sample has no group to compare with).
+    equal gets exactly 0 in "group" and "none" (in "batch" only when the whole batch is equal).
+    With N = 1 a group is one reward, trivially all-equal, so its "group"/"none" advantage is 0
+    (a single sample has no group to compare with).
     """
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
@@ -91,6 +94,11 @@ def group_advantages(rewards, num_generations, scale="group", eps=1e-4):
         # correct samples are pushed up; wrong ones get no direct push down, and an
         # all-correct group keeps pushing while an all-wrong one is ignored
         return r.reshape(-1).clone()
+    if scale == "batch":  # the flattened batch is one "group" (its mean and its std)
+        flat = r.reshape(1, -1)  # (1, B*N)
+        std = flat.std() if flat.numel() > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
+        centred = torch.where(_all_equal(flat), torch.zeros_like(flat), flat - flat.mean())
+        return (centred / _safe(std + eps)).reshape(-1)
     # exact 0 for all-equal groups: the float32 mean of three 0.9s is 0.9 - 6e-8, and that
     # residue divided by a std of the same size would be a full-size advantage (0.82)
     centred = torch.where(_all_equal(r), torch.zeros_like(r), r - r.mean(dim=1, keepdim=True))
@@ -98,17 +106,15 @@ def group_advantages(rewards, num_generations, scale="group", eps=1e-4):
         # the group mean is the baseline; no division, so groups with a small reward spread
         # (nearly solved or nearly hopeless prompts) are not scaled up
         return centred.reshape(-1)
-    if scale == "group":
-        # torch.std with ddof = 1 of a single element is NaN, hence the N = 1 branch
-        std = r.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(r[:, :1])
-    else:
-        # one scale for the whole batch: a group's advantages now depend on the other groups
-        std = r.std() if r.numel() > 1 else torch.zeros((), dtype=r.dtype, device=r.device)
-    # eps = 0 (Eq. 2 verbatim) makes the denominator 0 for an all-equal group, whose centred
-    # rewards are 0 already: divide those by 1 instead of producing 0/0 = NaN
-    denom = std + eps
-    denom = torch.where(denom > 0, denom, torch.ones_like(denom))
-    return (centred / denom).reshape(-1)
+    # torch.std with ddof = 1 of a single element is NaN, hence the N = 1 branch
+    std = r.std(dim=1, keepdim=True) if num_generations > 1 else torch.zeros_like(r[:, :1])
+    return (centred / _safe(std + eps)).reshape(-1)
+
+
+def _safe(denom):
+    """eps = 0 (Eq. 2 verbatim) makes the denominator 0 for an all-equal group, whose centred
+    rewards are 0 already: divide those by 1 instead of producing 0/0 = NaN."""
+    return torch.where(denom > 0, denom, torch.ones_like(denom))
 
 
 def kl_k3(logps, ref_logps):

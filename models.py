@@ -26,12 +26,20 @@ Decisions, numbered:
    augment the waveform (RawBoost) instead. Pass mask_time_prob=... to turn it back on.
 5. Heads are initialized from an explicit seed under torch.random.fork_rng, so building a model
    never disturbs (or depends on) the caller's global RNG stream.
+6. front_end="logmel" (the CPU miniature's stand-in for pre-training, `SSLClassifier.tiny_logmel`)
+   replaces the encoder's conv feature encoder by a fixed log-mel filterbank (LogMelFrontEnd).
+   A random conv stack does not learn to see quiet spectral cues (a missing high band 20 dB
+   down, digital silence against a -65 dB noise floor) within a CPU budget; a pre-trained SSL
+   front end does. The filterbank gives the tiny transformer such frames from step 0. The
+   encoder config's conv stack is set to one "layer" of kernel 400 and stride 320, the
+   filterbank's window and hop, so transformers' frame-length arithmetic stays exact.
 """
 import json
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -39,17 +47,18 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 from aasist import AASIST_TINY, AASISTDims, AASISTHead
 
 HEADS = ("linear", "aasist")
+FRONT_ENDS = ("conv", "logmel")
 NO_SPEC_AUGMENT = dict(mask_time_prob=0.0, mask_feature_prob=0.0)
 
 
-def _wav2vec2_config(hidden, layers, heads, intermediate, conv_dim, pos_kernel, **overrides):
+def _wav2vec2_config(hidden, layers, heads, intermediate, conv_width, pos_kernel, **overrides):
     """An XLS-R-shaped config (layer-norm conv stack, pre-LN "stable" transformer) with a 3-layer
     conv stack of hop 5*8*8 = 320 samples and receptive field 325, like the real 7-layer stack
     (320, 400): a 1 s clip at 16 kHz gives 49 frames, as XLS-R does. No dropout, so tests and
     miniatures are deterministic; override any field."""
     cfg = dict(
         hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate, conv_dim=(conv_dim,) * 3, conv_kernel=(10, 8, 8),
+        intermediate_size=intermediate, conv_dim=(conv_width,) * 3, conv_kernel=(10, 8, 8),
         conv_stride=(5, 8, 8), conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
         num_conv_pos_embeddings=pos_kernel, num_conv_pos_embedding_groups=4,
         hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
@@ -67,6 +76,53 @@ def tiny_wav2vec2_config(**overrides):
 def small_wav2vec2_config(**overrides):
     """≈4 M parameters: hidden 256, 4 layers; for the benchmark."""
     return _wav2vec2_config(256, 4, 4, 1024, 128, 32, **overrides)
+
+
+def mel_filterbank(n_mels, n_fft, sample_rate, f_max=None):
+    """Triangular filters equally spaced on the mel scale, (n_mels, n_fft // 2 + 1).
+
+    mel(f) = 2595 log10(1 + f / 700) (O'Shaughnessy's formula, HTK's mel scale); filter m rises
+    linearly from centre m-1 to 1 at centre m and falls to 0 at centre m+1, with n_mels + 2
+    centres spaced equally in mel from 0 to f_max (default: Nyquist)."""
+    f_max = sample_rate / 2 if f_max is None else f_max
+    mel = lambda f: 2595 * torch.log10(1 + f / 700)                       # noqa: E731
+    hz = lambda m: 700 * (10 ** (m / 2595) - 1)                           # noqa: E731
+    centres = hz(torch.linspace(0, float(mel(torch.tensor(f_max))), n_mels + 2,
+                                dtype=torch.float64))                     # (n_mels + 2,)
+    f = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)  # bin freqs
+    lo, mid, hi = centres[:-2, None], centres[1:-1, None], centres[2:, None]
+    rise, fall = (f - lo) / (mid - lo), (hi - f) / (hi - mid)
+    return torch.clamp(torch.minimum(rise, fall), min=0).float()
+
+
+class LogMelFrontEnd(nn.Module):
+    """A fixed log-mel filterbank with the conv feature encoder's interface (decision 6):
+    waveform (B, T) -> (B, n_mels, F), F = (T - win) // hop + 1 frames (no centring, like a
+    conv of kernel `win` and stride `hop`).
+
+        X_f = |rfft(w * x[f*hop : f*hop + win], n_fft)|^2,   e_f = log(M X_f + floor)
+
+    M the mel filterbank, w a Hann window. `floor` (1e-9 of the unit-variance waveform's power,
+    -90 dB) sits below a -65 dB noise floor, so digital silence stays distinguishable from it.
+    It has no parameters: nothing here is learned."""
+
+    def __init__(self, n_mels=64, sample_rate=16000, win=400, hop=320, n_fft=512, floor=1e-9):
+        super().__init__()
+        self.n_mels, self.win, self.hop, self.n_fft, self.floor = n_mels, win, hop, n_fft, floor
+        self.register_buffer("window", torch.hann_window(win, periodic=True), persistent=False)
+        self.register_buffer("fbank", mel_filterbank(n_mels, n_fft, sample_rate), persistent=False)
+        self._requires_grad = False  # read by transformers' checkpointing path
+
+    def forward(self, x):
+        frames = x.float().unfold(-1, self.win, self.hop)                # (B, F, win)
+        power = torch.fft.rfft(frames * self.window, n=self.n_fft).abs().square()  # (B, F, K)
+        return torch.log(power @ self.fbank.T + self.floor).transpose(1, 2)  # (B, n_mels, F)
+
+
+def tiny_logmel_config(n_mels=64, **overrides):
+    """The tiny config with the log-mel front end's frame arithmetic (decision 6)."""
+    return tiny_wav2vec2_config(conv_dim=(n_mels,), conv_kernel=(400,), conv_stride=(320,),
+                                **overrides)
 
 
 def normalize_waveforms(waveforms, sample_mask, eps=1e-7):
@@ -99,10 +155,16 @@ class SSLClassifier(nn.Module):
     """
 
     def __init__(self, encoder, head="linear", aasist_dims=None, gradient_checkpointing=False,
-                 freeze_feature_encoder=False, seed=0):
+                 freeze_feature_encoder=False, seed=0, front_end="conv"):
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if front_end not in FRONT_ENDS:
+            raise ValueError(f"front_end must be one of {FRONT_ENDS}, got {front_end!r}")
+        if front_end == "logmel" and not isinstance(encoder.feature_extractor, LogMelFrontEnd):
+            # decision 6: the filterbank replaces the conv stack
+            encoder.feature_extractor = LogMelFrontEnd(n_mels=encoder.config.conv_dim[-1])
+        self.front_end = front_end
         if aasist_dims is not None and head != "aasist":
             raise ValueError(f"aasist_dims given for a {head!r} head")
         self.encoder, self.head_type = encoder, head
@@ -144,6 +206,15 @@ class SSLClassifier(nn.Module):
         return cls(encoder, head=head, seed=seed, **opts)
 
     @classmethod
+    def tiny_logmel(cls, head="linear", seed=0, **opts):
+        """The CPU miniature's detector: the tiny encoder on a fixed log-mel front end
+        (decision 6), the stand-in for a pre-trained SSL front end."""
+        if head == "aasist":
+            opts.setdefault("aasist_dims", AASIST_TINY)
+        return cls.from_config(tiny_logmel_config(), head=head, seed=seed, front_end="logmel",
+                               **opts)
+
+    @classmethod
     def tiny(cls, head="linear", seed=0, **opts):
         """Tiny offline model for tests and the CPU miniature (AASIST head at AASIST_TINY size)."""
         if head == "aasist":
@@ -166,7 +237,8 @@ class SSLClassifier(nn.Module):
 
     # ---------------------------------------------------------------- checkpoint I/O
     def options(self):
-        return dict(head=self.head_type, hidden_size=self.encoder.config.hidden_size,
+        return dict(head=self.head_type, front_end=self.front_end,
+                    hidden_size=self.encoder.config.hidden_size,
                     aasist_dims=asdict(self.aasist_dims) if self.aasist_dims else None,
                     gradient_checkpointing=self.gradient_checkpointing,
                     freeze_feature_encoder=self.freeze_feature_encoder)
@@ -193,22 +265,45 @@ class SSLClassifier(nn.Module):
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{meta_path}: line {e.lineno}: invalid JSON: {e.msg}") from None
-        encoder = Wav2Vec2Model.from_pretrained(folder / "encoder", dtype=torch.float32)
+        front_end = meta.get("front_end", "conv")
+        weights = folder / "encoder" / "model.safetensors"
+        try:
+            if front_end == "logmel":  # no conv weights saved: build, swap, then load exactly
+                config = Wav2Vec2Config.from_pretrained(folder / "encoder")
+                encoder = Wav2Vec2Model(config)
+                encoder.feature_extractor = LogMelFrontEnd(n_mels=config.conv_dim[-1])
+                encoder.load_state_dict(load_file(str(weights)))
+            else:
+                encoder = Wav2Vec2Model.from_pretrained(folder / "encoder", dtype=torch.float32)
+        except (OSError, RuntimeError, ValueError, SafetensorError) as e:  # truncated, corrupt
+            raise ValueError(f"{weights}: cannot be loaded ({e})") from None
         if encoder.config.hidden_size != meta["hidden_size"]:
             raise ValueError(f"{meta_path}: hidden_size {meta['hidden_size']} but the encoder has "
                              f"{encoder.config.hidden_size}")
         dims = AASISTDims.from_dict(meta["aasist_dims"]) if meta["aasist_dims"] else None
         opts = dict(gradient_checkpointing=meta["gradient_checkpointing"],
                     freeze_feature_encoder=meta["freeze_feature_encoder"], **option_overrides)
-        model = cls(encoder, head=meta["head"], aasist_dims=dims, **opts)
+        model = cls(encoder, head=meta["head"], aasist_dims=dims, front_end=front_end, **opts)
         head_path = folder / "head.safetensors"
         if not head_path.is_file():
             raise FileNotFoundError(f"{head_path} not found")
         try:
             model.head.load_state_dict(load_file(str(head_path)), strict=True)
-        except RuntimeError as e:
-            raise ValueError(f"{head_path} does not match a {meta['head']!r} head: {e}") from None
+        except (RuntimeError, OSError, SafetensorError) as e:
+            raise ValueError(f"{head_path} does not match a {meta['head']!r} head, or is "
+                             f"corrupt: {e}") from None
+        bad = [n for n, p in model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise ValueError(f"{folder}: weights hold NaN or inf ({bad[0]}, ...)")
         return model
+
+    def min_samples(self) -> int:
+        """The shortest input that gives one frame: the front end's receptive field."""
+        r = 1
+        for k, stride in reversed(list(zip(self.encoder.config.conv_kernel,
+                                           self.encoder.config.conv_stride))):
+            r = (r - 1) * stride + k
+        return r
 
     # ---------------------------------------------------------------- forward
     def forward(self, waveforms, lengths=None):

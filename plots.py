@@ -99,10 +99,112 @@ def grpo_diagnostics(metrics_path, png, N: int, accuracy_key: str = "reward", ti
     return drawn
 
 
+# ----------------------------------------------------------------------------- classifier route
+
+def _probit(p):
+    """DET axes: the standard normal quantile of an error rate (clipped to 0.1 % .. 99.9 %)."""
+    from statistics import NormalDist
+    return [NormalDist().inv_cdf(min(max(x, 1e-3), 1 - 1e-3)) for x in p]
+
+
+def classifier_trajectory(results: dict, png):
+    """In-domain vs OOD-average EER along training, one line per method (mean over seeds),
+    every line starting at the post-trained model: a method that forgets moves up, one that
+    only moves less stays short. Returns {method: (in-domain, OOD avg, steps)}."""
+    plt = pyplot()
+    runs = results["per_seed"]
+    drawn = {}
+    for method in runs[0]["trajectories"]:
+        t = [r["trajectories"][method] for r in runs]
+        mean = lambda k: [sum(x[k][i] for x in t) / len(t) for i in range(len(t[0]["step"]))]  # noqa: E731
+        drawn[method] = (mean("in-domain"), mean("OOD avg"), t[0]["step"])
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for method, (x, y, steps) in drawn.items():
+        line, = ax.plot(x, y, marker="o", ms=3, lw=1.2, label=method)
+        ax.plot(x[-1:], y[-1:], marker="s", ms=6, color=line.get_color())
+        bx.plot(steps, x, color=line.get_color(), lw=1.2, label=f"{method} in-domain")
+        bx.plot(steps, y, color=line.get_color(), lw=1.2, ls="--")
+    x0, y0, _ = next(iter(drawn.values()))
+    ax.plot(x0[:1], y0[:1], marker="*", ms=14, color="k", ls="", label="post-trained")
+    ax.set_xlabel("in-domain EER (%)")
+    ax.set_ylabel("OOD average EER (%)")
+    ax.set_title(f"from the post-trained model (square: last step), {len(runs)} seed(s)")
+    ax.legend(fontsize=8)
+    bx.set_xlabel("fine-tuning step (sft_grpo: SFT, then GRPO)")
+    bx.set_ylabel("EER (%): in-domain solid, OOD avg dashed")
+    bx.legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
+def classifier_det(results: dict, png):
+    """DET curves (seed 0) per test set, one curve per model. Returns {set: {model: (frr, far)}}."""
+    plt = pyplot()
+    models = results["per_seed"][0]["models"]
+    sets = list(next(iter(models.values())))
+    drawn = {t: {m: tuple(models[m][t]["det"]) for m in models} for t in sets}
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.6 * len(sets), 3.6), squeeze=False)
+    ticks = [0.01, 0.05, 0.2, 0.5, 0.8]
+    for ax, t in zip(axes[0], sets):
+        for m, (frr, far) in drawn[t].items():
+            ax.plot(_probit(far), _probit(frr), lw=1, label=m)
+        ax.set_xticks(_probit(ticks), [f"{100 * v:g}" for v in ticks])
+        ax.set_yticks(_probit(ticks), [f"{100 * v:g}" for v in ticks])
+        ax.set_title(t)
+        ax.set_xlabel("FAR (%)")
+    axes[0][0].set_ylabel("FRR (%)")
+    axes[0][-1].legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
+def classifier_drift(results: dict, png):
+    """Drift to the reference set per test set and model (mean over seeds), as bars.
+    Returns {model: {set: drift}}."""
+    plt = pyplot()
+    summary = results["summary"]
+    keys = [k for k in next(iter(summary.values())) if k.startswith("drift ")]
+    drawn = {m: {k[6:]: summary[m][k][0] for k in keys} for m in summary}
+    fig, ax = plt.subplots(figsize=(1.2 + 1.3 * len(keys), 3.6))
+    width = 0.8 / len(drawn)
+    for j, (m, d) in enumerate(drawn.items()):
+        ax.bar([i + j * width for i in range(len(keys))], list(d.values()), width, label=m)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], [k[6:] for k in keys])
+    ax.set_ylabel("mean per-dimension W1 to the reference set")
+    ax.legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
+def classifier_figures(run_dir) -> list:
+    """Every figure of a classifier run folder: trajectory, DET, drift, GRPO diagnostics."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    paths = []
+    if results["per_seed"][0].get("trajectories"):
+        classifier_trajectory(results, run_dir / "trajectory.png")
+        paths.append(run_dir / "trajectory.png")
+    classifier_det(results, run_dir / "det.png")
+    paths.append(run_dir / "det.png")
+    if any(k.startswith("drift ") for k in next(iter(results["summary"].values()))):
+        classifier_drift(results, run_dir / "drift.png")
+        paths.append(run_dir / "drift.png")
+    seed = results["per_seed"][0].get("seed", 0)
+    for metrics in sorted((run_dir / f"seed{seed}").glob("*/metrics.jsonl")) + sorted(
+            (run_dir / f"seed{seed}").glob("*/grpo/metrics.jsonl")):
+        config = json.loads((metrics.parent / "config.json").read_text())
+        if any("reward" in r for r in read_jsonl(metrics)):  # a GRPO stage
+            stage = metrics.parent.relative_to(run_dir / f"seed{seed}").as_posix()
+            png = run_dir / f"grpo_{stage.replace('/', '_')}.png"
+            grpo_diagnostics(metrics, png, config["num_generations"], title=str(metrics.parent))
+            paths.append(png)
+    return paths
+
+
+ROUTE_FIGURES = {"classifier": classifier_figures}  # route -> drawer(run_dir) -> PNG paths
+
+
 # ----------------------------------------------------------------------------- redraw
-
-ROUTE_FIGURES = {}  # route name -> drawer(run_dir) -> list of PNG paths; filled per section
-
 
 def redraw(run_dir) -> list:
     """Draw every figure of a run folder again from its saved numbers."""

@@ -23,6 +23,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ import torch
 DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "classifier_mini.json"
 
 ROUTES = {  # route name -> (module, config class, run function)
-    "classifier": ("train_classifier", "ClassifierConfig", "run"),
+    "classifier": ("classifier_experiment", "ClassifierConfig", "run"),
     "fas": ("fas_experiment", "FasConfig", "run_experiment"),
     "hir": ("hir_experiment", "HirConfig", "run_experiment"),
 }
@@ -78,7 +79,40 @@ def config_from_args(cls, argv: list[str], recipe: dict | None = None):
                                 help=f.metadata.get("help", ""))
     args = vars(parser.parse_args(argv))
     args.pop("recipe"), args.pop("route")
-    return cls(**args)
+    cfg = cls(**args)
+    check_config(cfg)
+    return cfg
+
+
+def _type_ok(value, kind) -> bool:
+    """isinstance with JSON's number rules: a bool is no int, an int is a fine float."""
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def check_config(cfg) -> None:
+    """Fail before any work on a value of the wrong type or out of range, naming the field.
+
+    Types come from the dataclass annotations (a recipe's "quick": "false" is a string, not a
+    bool; null is nothing); ranges from the class's MINIMUMS {field: lowest value}; a class may
+    add rules across fields in a `check()` method."""
+    cls = type(cfg)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cfg):
+        value, kind = getattr(cfg, f.name), hints[f.name]
+        if not _type_ok(value, kind):
+            hint = (f" (lists and dicts are JSON: --{f.name} '[\"sft\"]')"
+                    if kind in (list, dict) and isinstance(value, str) else "")
+            raise ValueError(f"{cls.__name__}.{f.name}: expected {kind.__name__}, got "
+                             f"{value!r} ({type(value).__name__}){hint}")
+    for name, low in getattr(cls, "MINIMUMS", {}).items():
+        if getattr(cfg, name) < low:
+            raise ValueError(f"{cls.__name__}.{name} must be >= {low}, got {getattr(cfg, name)!r}")
+    if hasattr(cfg, "check"):
+        cfg.check()
 
 
 def _default_of(f):
@@ -127,7 +161,9 @@ def save_checkpoint(folder: Path, save_model, trainer_state: dict) -> None:
     """Write a checkpoint atomically: into `folder.tmp`, then rename over `folder`.
 
     `save_model(path)` writes the model (a `save_pretrained`-style folder); `trainer_state` holds
-    the optimizer, scheduler and step. A crash mid-write leaves the previous checkpoint intact.
+    the optimizer, scheduler and step (also written to checkpoint.json, cheap to read). A crash
+    mid-write leaves the previous checkpoint intact; one between the two renames is repaired by
+    `resolve_checkpoint`.
     """
     folder = Path(folder)
     tmp = folder.with_name(folder.name + ".tmp")
@@ -135,6 +171,8 @@ def save_checkpoint(folder: Path, save_model, trainer_state: dict) -> None:
     tmp.mkdir(parents=True)
     save_model(tmp / "model")
     torch.save(trainer_state, tmp / "trainer_state.pt")
+    # written last: a folder holding it is complete
+    (tmp / "checkpoint.json").write_text(json.dumps({"step": trainer_state.get("step")}) + "\n")
     old = folder.with_name(folder.name + ".old")
     if folder.exists():
         os.replace(folder, old)
@@ -142,29 +180,84 @@ def save_checkpoint(folder: Path, save_model, trainer_state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def resolve_checkpoint(folder: Path) -> Path:
+    """The checkpoint folder to resume from, repairing a save that a crash cut short.
+
+    save_checkpoint renames `folder` to `folder.old`, then `folder.tmp` to `folder`. Killed
+    between the two, it leaves no `folder`: the complete `folder.tmp` (newer) or else
+    `folder.old` is renamed back, and the repair is said."""
+    folder = Path(folder)
+    tmp, old = (folder.with_name(folder.name + x) for x in (".tmp", ".old"))
+    if not folder.exists():
+        for candidate in (tmp, old):
+            if (candidate / "checkpoint.json").is_file():
+                os.replace(candidate, folder)
+                print(f"{folder}: a save was interrupted; recovered it from {candidate}")
+                break
+        else:
+            raise FileNotFoundError(f"checkpoint folder not found: {folder}")
+    return folder
+
+
+def last_step(folder: Path):
+    """The step of the complete checkpoint in `folder`, or None if there is none."""
+    path = Path(folder) / "checkpoint.json"
+    return json.loads(path.read_text())["step"] if path.is_file() else None
+
+
 def load_trainer_state(folder: Path) -> dict:
     path = Path(folder) / "trainer_state.pt"
     if not path.exists():
         raise FileNotFoundError(f"no trainer state in checkpoint folder {folder}")
-    return torch.load(path, weights_only=False)
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # a truncated or corrupt file: name it, whatever torch raised
+        raise ValueError(f"{path}: cannot be read, truncated or corrupt ({e})") from None
 
 
 class NonFiniteLoss(RuntimeError):
-    """Raised when a step's loss is NaN or inf; the last good checkpoint is left untouched."""
+    """Raised when a step's loss, logits, gradient or weights are NaN or inf; the last good
+    checkpoint is left untouched."""
 
 
-def check_finite(loss: torch.Tensor, step: int, checkpoint_dir: Path) -> float:
+def stop_non_finite(what: str, step: int, checkpoint_dir: Path):
+    """Raise NonFiniteLoss naming what went non-finite, the step and the last good checkpoint
+    (only when one was written)."""
+    last = Path(checkpoint_dir) / "last"
+    saved = last_step(last)
+    where = (f"The last good checkpoint, {last} (step {saved}), was left intact."
+             if saved is not None else "No checkpoint had been written yet.")
+    raise NonFiniteLoss(f"{what} at step {step}; stopping. {where}")
+
+
+def check_finite(loss: torch.Tensor, step: int, checkpoint_dir: Path, what: str = "loss"):
     """Return the loss as a float, or stop the run if it is not finite.
 
     This is the one CPU-GPU sync point of a step (we log the loss every step anyway). We raise
     *before* the optimizer step and before any checkpoint write, so the weights on disk stay the
     last good ones.
     """
-    value = float(loss.detach())
+    value = float(loss.detach()) if loss.numel() == 1 else float(loss.detach().float().sum())
     if not math.isfinite(value):
-        raise NonFiniteLoss(f"loss is {value} at step {step}; stopping. The last good checkpoint "
-                            f"in {checkpoint_dir} was left intact.")
+        stop_non_finite(f"{what} is {value}", step, checkpoint_dir)
     return value
+
+
+def check_weights(model: torch.nn.Module, step: int, checkpoint_dir: Path) -> None:
+    """Never save non-finite weights: stop instead (the last good checkpoint stays)."""
+    for name, p in model.named_parameters():
+        if not torch.isfinite(p).all():
+            stop_non_finite(f"weight {name} is not finite", step, checkpoint_dir)
+
+
+def apply_lr(lr: float, opt, sched) -> None:
+    """On resume: the learning rate asked for now replaces the one in the optimizer state
+    (said when they differ), at the scheduler's current multiplier."""
+    if sched.base_lrs != [lr] * len(sched.base_lrs):
+        print(f"resume: learning rate {sched.base_lrs[0]:g} of the checkpoint replaced by {lr:g}")
+    sched.base_lrs = [lr] * len(sched.base_lrs)
+    for group, lam in zip(opt.param_groups, sched.lr_lambdas):
+        group["lr"] = lr * lam(sched.last_epoch)
 
 
 def warmup_lambda(warmup_steps: int):
@@ -175,11 +268,18 @@ def warmup_lambda(warmup_steps: int):
 # ----------------------------------------------------------------------------- logging
 
 class JsonlLog:
-    """One JSON line per step in `metrics.jsonl` (overwritten at the start of a fresh run)."""
+    """One JSON line per step in `metrics.jsonl` (overwritten at the start of a fresh run).
 
-    def __init__(self, path: Path, resume: bool = False):
+    Resumed at a checkpoint of step k (`resume_step`), the rows logged after k by the run that
+    was cut short are dropped: the resumed run logs those steps again."""
+
+    def __init__(self, path: Path, resume: bool = False, resume_step: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume and resume_step is not None and self.path.is_file():
+            keep = [line for line in self.path.read_text().splitlines(keepends=True)
+                    if line.strip() and json.loads(line)["step"] <= resume_step]
+            self.path.write_text("".join(keep))
         self.file = open(self.path, "a" if resume else "w")
         self.t0 = time.time()
 
@@ -234,6 +334,55 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int):
     return order[pos * batch_size:(pos + 1) * batch_size]
 
 
+class DynamicBatches:
+    """Batches holding at most `max_seconds` of audio, as the speech paper's code batches
+    (SpeechBrain's dynamic batching, max_batch_length = 100 s): each epoch a shuffle seeded by
+    (seed, epoch), then consecutive clips packed while their summed duration fits (a clip
+    longer than max_seconds is a batch of its own). Like `batch_indices`, the batch of a step
+    derives from (seed, step) alone, so a resumed run sees the same batches. Departure:
+    SpeechBrain first sorts clips into 20 length buckets (less padding); this packs in shuffled
+    order."""
+
+    def __init__(self, seconds, max_seconds: float, seed: int):
+        import numpy as np
+        if max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {max_seconds}")
+        self.seconds, self.max_seconds, self.seed = np.asarray(seconds, float), max_seconds, seed
+        self._ends = []          # cumulative number of steps at the end of each epoch built so far
+        self._cached = (None, None)
+
+    def epoch(self, epoch: int) -> list:
+        """The batches (lists of indices) of one epoch."""
+        import numpy as np
+        if self._cached[0] == epoch:
+            return self._cached[1]
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.seconds))
+        batches, current, total = [], [], 0.0
+        for i in order:
+            if current and total + self.seconds[i] > self.max_seconds:
+                batches.append(current)
+                current, total = [], 0.0
+            current.append(int(i))
+            total += self.seconds[i]
+        batches.append(current)
+        self._cached = (epoch, batches)
+        return batches
+
+    def steps_in(self, epochs: int) -> int:
+        """Optimizer steps in the first `epochs` epochs."""
+        while len(self._ends) < epochs:
+            self._ends.append((self._ends[-1] if self._ends else 0) + len(self.epoch(len(self._ends))))
+        return self._ends[epochs - 1] if epochs else 0
+
+    def __call__(self, step: int):
+        import bisect
+        import numpy as np
+        while not self._ends or self._ends[-1] <= step:
+            self.steps_in(len(self._ends) + 1)
+        e = bisect.bisect_right(self._ends, step)   # the epoch that holds this step
+        return np.array(self.epoch(e)[step - (self._ends[e - 1] if e else 0)])
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None):
@@ -241,6 +390,7 @@ def main(argv: list[str] | None = None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--recipe")
     pre.add_argument("--route")
+    pre.add_argument("--quick", action=argparse.BooleanOptionalAction, default=None)
     known, _ = pre.parse_known_args(argv)
     if not known.recipe and known.route in (None, "classifier"):
         known.recipe = str(DEFAULT_RECIPE)
@@ -260,6 +410,10 @@ def main(argv: list[str] | None = None):
     import transformers
     transformers.logging.disable_progress_bar()  # our own tqdm bar is the one to watch
     module = __import__(module_name)
+    if known.quick if known.quick is not None else recipe.get("quick") is True:
+        # the route's toy sizes sit between the recipe and the flags: a flag the user gives
+        # beside --quick is kept
+        recipe = {**recipe, **module.QUICK, "quick": True}
     cfg = config_from_args(getattr(module, cls_name), argv, recipe)
     return getattr(module, fn_name)(cfg)
 

@@ -4,26 +4,44 @@ Wang, Ge, Yamagishi 2026, "Does fine-tuning by reinforcement learning improve ge
 binary speech deepfake detection?". The policy is the detector itself: its softmax over
 [fake, real] is a one-token "completion", so GRPO samples N labels per utterance from ONE forward
 pass (`grpo.sample_labels`), rewards a label 1 if it is the truth and 0 if not, normalizes the
-rewards into advantages and feeds the shared `grpo.grpo_loss` with T = 1.
+rewards into advantages and feeds the shared `grpo.grpo_loss` with T = 1. The paper's public code
+(AntiDeepfake: algo/rl.py, main.py, hparams/ft_grpo) settles what the text leaves open; this
+file follows it, except where the list below says otherwise.
 
-Where this departs from the paper or its code (AntiDeepfake), and why:
-1. Advantage scale: the paper normalizes per utterance group; its code normalizes over the whole
-   batch. Both are here (`adv_scale="group"|"batch"`); the default is "batch" because with N = 64
-   draws from a confident model many groups are all-correct, their group std is 0 and they would
-   teach nothing, while a batch std still ranks them against the rest of the batch.
-2. Reward 1/0 vs +1/-1: after normalization they give the same advantage (it is affine
+    GRPO        grpo3_loss: A = (r - mean r) / (std r + 1e-5) over the whole flattened batch
+                (adv_scale="batch"), clipped ratio to an old policy refreshed every 1000 steps,
+                beta * k3 KL to the frozen post-trained model            (method "grpo")
+    GRPO, no negative reward
+                grpo3_degraded: loss = -mean(log pi * r - beta * kl) with raw 1/0 rewards, no
+                ratio, no old policy, no clip       (adv_scale="raw", loss_type="reinforce")
+    SFT -> GRPO the SFT model's GRPO stage keeps the post-trained model as its KL reference
+
+Departures, numbered:
+1. Reward 1/0 vs +1/-1: after normalization they give the same advantage (it is affine
    invariant), so "the negative reward" of the paper is the negative *advantage* of a wrong draw.
-   The ablation "without negative reward" uses the raw 1/0 rewards as advantages
-   (`adv_scale="raw"`): wrong draws then get 0 and are never pushed down.
-3. The CPU miniature replaces XLS-R/MMS with a tiny randomly initialised Wav2Vec2 and the real
-   corpora with synthetic ones (synth_speech.py); its learning rates are larger than the paper's
-   1e-6 because a tiny model with few steps needs them. Its numbers are not the paper's.
+2. Dropout: the paper's code scores the policy in train mode (dropout, layerdrop on) and the
+   reference and old policy in eval mode, so ratio and KL are not exactly 1 and 0 even before a
+   step. Here every GRPO forward (policy, reference, old policy) runs in eval mode: the ratio
+   and the KL then compare the same function. SFT trains in train mode, as the paper's code.
+3. The global torch RNG (dropout, layerdrop) is re-seeded from (run seed, step) at every step,
+   so the same seed gives the same numbers and a resumed run continues exactly, with dropout on
+   and nothing to save in a checkpoint.
+4. Precision: bf16 autocast on CUDA (the paper's code: fp16); log-probs and loss in fp32.
+5. Dynamic batches pack shuffled clips (train.DynamicBatches), where SpeechBrain buckets them
+   by length first; long clips are scored in windows of `eval_max_sec` (score_set) to bound
+   memory, where the paper's code scores a whole test clip at once.
+6. The CPU miniature replaces XLS-R/MMS with a tiny Wav2Vec2 on a fixed log-mel front end
+   (models.py, decision 6) and the real corpora with synthetic ones (synth_speech.py); its step
+   counts, learning rates and old-policy refresh are scaled to a 2-core CPU.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
+import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +50,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import distributed
 import grpo
 import train
 from train import option
-from data import collate_audio, label_to_index, load_audio, read_protocol, train_clip
+from data import (audio_seconds, chunk_audio, collate_audio, label_to_index, load_audio,
+                  read_protocol, segment_samples, train_clip)
 from eval import compute_eer
 from models import SSLClassifier
 from rawboost import rawboost
@@ -44,32 +64,37 @@ from rawboost import rawboost
 @dataclass
 class ClassifierConfig:
     """Fine-tune an SSL spoof detector by SFT, GRPO or SFT->GRPO (the speech paper's set-up)."""
-    mode: str = option("experiment", "experiment (the whole miniature) | finetune (one run) | score")
-    method: str = option("grpo", "finetune method: sft | grpo | sft_grpo")
+    mode: str = option("experiment", "experiment (post-train, fine-tune, score) | finetune | score")
+    method: str = option("grpo", "finetune method: sft | grpo | sft_grpo | grpo_noneg | ...")
     out_dir: str = option("runs/classifier", "where checkpoints, logs and results go")
     seed: int = option(0, "run seed: data order, crops, augmentation and label draws derive from it")
-    quick: bool = option(False, "toy sizes: the whole experiment in under a minute (used by a test)")
+    quick: bool = option(False, "toy sizes: the whole experiment in under a minute (own out_dir)")
     device: str = option("auto", "auto | cpu | cuda")
     bf16: bool = option(True, "bf16 autocast on CUDA (log-probs and loss stay fp32)")
     # model
-    model: str = option("tiny", "'tiny', a Wav2Vec2 hub id / folder, or a saved SSLClassifier folder")
+    model: str = option("tiny-logmel", "tiny | tiny-logmel | a Wav2Vec2 hub id / folder | an "
+                                       "SSLClassifier folder")
     head: str = option("linear", "linear | aasist")
     freeze_feature_encoder: bool = option(False, "freeze the convolutional feature encoder")
     gradient_checkpointing: bool = option(False, "recompute encoder activations in backward")
-    # data: each set is {"kind": reader, "path": protocol, "audio_dir": folder or null}
+    # data: each set is {"kind": reader, "path": protocol, "audio_dir": folder or null, ...}
     train_set: dict = option({}, "training set (empty: the synthetic target domain)")
     dev_set: dict = option({}, "dev set for model selection by EER (never a test set)")
     test_sets: list = option([], "test sets: list of {name, kind, path, audio_dir, domain: in|out}")
     reference_set: dict = option({}, "reference set for the drift analysis")
-    corpus_root: str = option("runs/corpus", "synthetic corpora are built (or reused) here")
+    corpus_root: str = option("runs/corpus_speech", "synthetic corpora are built (or reused) here")
     sample_rate: int = option(16000, "audio sample rate")
     train_min_sec: float = option(10.0, "training clips longer than train_max_sec are cropped to ...")
     train_max_sec: float = option(13.0, "... a random length in [train_min_sec, train_max_sec]")
     rawboost_algo: int = option(5, "RawBoost algorithm applied to training clips (0 = off)")
+    eval_max_sec: float = option(60.0, "clips longer than this are scored in windows of it")
     # optimisation
-    batch_size: int = option(8, "utterances per step")
+    batch_size: int = option(8, "utterances per step (when max_batch_seconds is 0)")
+    max_batch_seconds: float = option(0.0, "dynamic batches of at most this much audio (0: off)")
     steps: int = option(1000, "optimizer steps per fine-tuning stage")
+    max_epochs: int = option(0, "stop a stage after this many epochs if sooner (0: no limit)")
     lr: float = option(1e-6, "AdamW learning rate")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
     weight_decay: float = option(0.01, "AdamW weight decay")
     warmup_steps: int = option(0, "linear warm-up steps")
     grad_clip: float = option(1.0, "gradient-norm clip")
@@ -80,10 +105,11 @@ class ClassifierConfig:
     num_generations: int = option(64, "N: labels drawn per utterance")
     clip_eps: float = option(0.2, "epsilon of the clipped surrogate")
     beta: float = option(0.04, "weight of the k3 KL to the frozen starting model (0: no reference)")
-    adv_scale: str = option("batch", "advantage scale: group | batch | none | raw (no negative reward)")
+    adv_scale: str = option("batch", "advantage scale: batch (paper code) | group | none | raw")
+    adv_eps: float = option(1e-5, "added to the reward std (AntiDeepfake's std_floor)")
     old_refresh: int = option(1000, "old policy refreshed every K steps (1: old = detached current)")
-    loss_type: str = option("grpo", "grpo | bnpo | dr_grpo | dapo (identical for T = 1 completions)")
-    sft_steps: int = option(0, "sft_grpo: SFT steps before GRPO (0: half of `steps`)")
+    loss_type: str = option("grpo", "grpo | reinforce (no ratio) | bnpo | dr_grpo | dapo")
+    sft_steps: int = option(0, "sft_grpo: steps of its SFT stage (0: `steps`, a full budget)")
     init: str = option("", "start from this SSLClassifier folder (the post-trained model)")
     resume: str = option("", "resume from this checkpoint folder (exact resume)")
     # experiment (the miniature)
@@ -91,72 +117,197 @@ class ClassifierConfig:
     post_lr: float = option(1e-3, "experiment: post-training learning rate")
     methods: list = option(["sft", "grpo", "sft_grpo", "grpo_noneg"], "experiment: methods compared")
     seeds: int = option(1, "experiment: repeat over this many seeds and report mean ± std")
+    workers: int = option(1, "experiment: processes training seeds and methods side by side")
+
+    MINIMUMS: typing.ClassVar[dict] = dict(
+        steps=1, batch_size=1, eval_every=1, eval_batch_size=1, num_generations=1, seeds=1,
+        workers=1, post_steps=1, sample_rate=1, max_epochs=0, warmup_steps=0, old_refresh=1,
+        lr=0.0, beta=0.0, clip_eps=0.0, adv_eps=0.0, grad_clip=0.0, train_min_sec=0.0,
+        eval_max_sec=1.0, max_batch_seconds=0.0, sft_steps=0)
+
+    def check(self):
+        """Rules across fields, checked before any work (train.check_config)."""
+        sampling = [m for m in [self.method, *self.methods] if m != "sft"]
+        if sampling and self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 for GRPO ({sampling[0]}): with N = 1 "
+                             "every advantage is 0 and the run learns nothing")
+        unknown = [m for m in [self.method, *self.methods] if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; expected any of {METHODS}")
+        if self.train_min_sec > self.train_max_sec:
+            raise ValueError(f"train_min_sec {self.train_min_sec} > train_max_sec "
+                             f"{self.train_max_sec}")
+        for name in ("adv_scale", "loss_type"):
+            allowed = grpo.SCALES if name == "adv_scale" else grpo.LOSS_TYPES
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
 
 
 # ----------------------------------------------------------------------------- data
 
 class AudioSet:
-    """Samples of one protocol plus audio loading (cached in memory: the miniature is small)."""
+    """Samples of one protocol plus audio loading (cached in memory: the miniature is small).
+
+    spec: {"kind", "path", "audio_dir", "name", "domain": in | out, "split": one split of a
+    protocol that lists several, "segment": seconds (cut every clip into segments of this length,
+    the last one kept at its length), "segments": [seconds, ...] (the union of those
+    segmentations: the segmented training set; a *test* spec's "segments" is expanded by the
+    experiment into one scored set per length instead)}."""
+
+    KEYS = ("kind", "path", "audio_dir", "name", "domain", "split", "segment", "segments",
+            "group")
 
     def __init__(self, spec: dict, sample_rate: int, cache: bool = True):
+        if not isinstance(spec, dict) or "kind" not in spec or "path" not in spec:
+            raise ValueError(f"a data set is a dict with at least \"kind\" and \"path\" (and "
+                             f"\"audio_dir\" for the ASVspoof and ADD formats), got {spec!r}")
+        unknown = sorted(set(spec) - set(self.KEYS))
+        if unknown:  # a typo ("splitt") must not silently load the whole protocol
+            raise ValueError(f"data set {spec['path']}: unknown key(s) {unknown}; the keys are "
+                             f"{', '.join(self.KEYS)}")
         self.name = spec.get("name", Path(spec["path"]).stem)
         self.domain = spec.get("domain", "in")  # test sets: in-domain or out-of-domain
-        self.samples = read_protocol(spec["kind"], spec["path"], spec.get("audio_dir"))
+        self.group = spec.get("group", self.name)  # a segmented test set's name
+        samples = read_protocol(spec["kind"], spec["path"], spec.get("audio_dir"))
+        splits = sorted({s.split for s in samples})
         if spec.get("split"):  # one split of a protocol that lists several (e.g. DFE24)
-            self.samples = [s for s in self.samples if s.split == spec["split"]]
-            if not self.samples:
-                raise ValueError(f"{spec['path']}: no sample of split {spec['split']!r}")
-        self.sample_rate, self._cache = sample_rate, ({} if cache else None)
+            samples = [s for s in samples if s.split == spec["split"]]
+            if not samples:
+                raise ValueError(f"{spec['path']}: no sample of split {spec['split']!r} "
+                                 f"(it has {splits})")
+        elif len(splits) > 1:  # train, dev and test must not silently become one set
+            raise ValueError(f"{spec['path']} holds the splits {splits}: name the one this set "
+                             f"is with \"split\", e.g. {{\"split\": \"{splits[0]}\"}}")
+        lengths = [spec["segment"]] if spec.get("segment") else spec.get("segments", [])
+        if lengths:  # a training set with "segments": the union of every segmentation
+            seconds = [audio_seconds(s.path) for s in samples]
+            samples = [seg for L in lengths for seg in segment_samples(samples, L, seconds)]
+        self.samples, self.sample_rate = samples, sample_rate
+        self._cache = {} if cache else None  # path -> waveform
         self.labels = torch.tensor([label_to_index(s.label) for s in self.samples])
 
     def audio(self, i: int) -> np.ndarray:
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        x = load_audio(self.samples[i].path, self.sample_rate)
-        if self._cache is not None:
-            self._cache[i] = x
+        s = self.samples[i]
+        x = self._cache.get(s.path) if self._cache is not None else None
+        if x is None:
+            x = load_audio(s.path, self.sample_rate)
+            if self._cache is not None:
+                self._cache[s.path] = x
+        if "segment" in s.meta:  # [k, start s, end s]
+            _, a, b = s.meta["segment"]
+            x = x[round(a * self.sample_rate):round(b * self.sample_rate)]
         return x
 
-    def train_batch(self, cfg: ClassifierConfig, step: int):
-        """The batch of a step: order, crop and augmentation all derive from (seed, step)."""
-        idx = train.batch_indices(len(self.samples), cfg.batch_size, cfg.seed, step)
-        rng = np.random.default_rng([cfg.seed, step, 1])
+    @functools.cached_property
+    def _seconds(self) -> list:
+        return [s.meta["segment"][2] - s.meta["segment"][1] if "segment" in s.meta
+                else audio_seconds(s.path) for s in self.samples]
+
+    def seconds(self) -> list:
+        """Each sample's duration (segment bounds, else the file header; no decoding). The first
+        call reads every header: an unreadable file is named before any work starts."""
+        return self._seconds
+
+    def check(self, model: SSLClassifier, scored: bool) -> None:
+        """Before any work: every clip long enough for the model (named if not); a set that is
+        `scored` (dev, test) holds both classes (an EER needs both)."""
+        if scored and len(set(self.labels.tolist())) < 2:
+            only = self.samples[0].label
+            raise ValueError(f"data set {self.name} holds only {only} trials: its EER needs "
+                             f"both real and fake")
+        short = [(s, d) for s, d in zip(self.samples, self.seconds())
+                 if round(d * self.sample_rate) < model.min_samples()]
+        if short:
+            s, d = short[0]
+            raise ValueError(f"data set {self.name}: {len(short)} clip(s) shorter than the "
+                             f"model's receptive field ({model.min_samples()} samples), e.g. "
+                             f"{s.path} ({d:.3f} s)")
+
+    def name_of(self, i: int) -> str:
+        """The trial name in score files: the path (a segment k: path_seg<k+1>)."""
+        s = self.samples[i]
+        if "segment" not in s.meta:
+            return s.path
+        p = Path(s.path)  # AntiDeepfake's segment files: <stem>_seg<k+1><suffix>
+        return str(p.with_name(f"{p.stem}_seg{s.meta['segment'][0] + 1}{p.suffix}"))
+
+    def batch(self, idx, positions, cfg: ClassifierConfig, step: int):
+        """The training batch of a step: the crop and augmentation of the utterance at
+        `position` in the step's global batch derive from (seed, step, position) alone, so a
+        process holding part of the batch draws what one process holding all of it would."""
         lo, hi = (int(s * cfg.sample_rate) for s in (cfg.train_min_sec, cfg.train_max_sec))
         waves = []
-        for i in idx:
+        for i, pos in zip(idx, positions):
+            rng = np.random.default_rng([cfg.seed, step, 1, int(pos)])
             x = train_clip(self.audio(int(i)), rng, lo, hi)
             if cfg.rawboost_algo:
                 x = rawboost(x, cfg.rawboost_algo, rng, cfg.sample_rate)
             waves.append(x)
         wav, lengths = collate_audio(waves)
-        return wav, lengths, self.labels[idx]
+        return wav, lengths, self.labels[np.asarray(idx)]
+
+
+def batch_plan(cfg: ClassifierConfig, audio_set: AudioSet):
+    """(step -> example indices, steps of the stage): fixed batches of batch_size, or dynamic
+    batches of at most max_batch_seconds (crops counted at train_max_sec); at most max_epochs."""
+    n = len(audio_set.samples)
+    if cfg.max_batch_seconds:
+        seconds = [min(d, cfg.train_max_sec) for d in audio_set.seconds()]
+        plan = train.DynamicBatches(seconds, cfg.max_batch_seconds, cfg.seed)
+        per_epochs = plan.steps_in
+    else:
+        plan = functools.partial(train.batch_indices, n, cfg.batch_size, cfg.seed)
+        per_epochs = lambda e: e * max(1, n // cfg.batch_size)  # noqa: E731
+    steps = min(cfg.steps, per_epochs(cfg.max_epochs)) if cfg.max_epochs else cfg.steps
+    return plan, steps
+
+
+def _windows(x: np.ndarray, length: int) -> list:
+    """Scoring windows of at most `length` samples; a last piece under a quarter window joins
+    the one before it (a few hundred samples would give the encoder almost no frame)."""
+    pieces = chunk_audio(x, length)
+    if len(pieces) > 1 and len(pieces[-1]) < length // 4:
+        pieces[-2:] = [np.concatenate(pieces[-2:])]
+    return pieces
 
 
 @torch.no_grad()
-def score_set(model: SSLClassifier, audio_set: AudioSet, device, batch_size: int = 16, bf16=False):
+def score_set(model: SSLClassifier, audio_set: AudioSet, device, batch_size: int = 16, bf16=False,
+              max_seconds: float = 60.0):
     """Score every utterance at full length (no augmentation); return scores and pooled embeddings.
 
     The score is the logit difference log P(real) - log P(fake): it ranks trials exactly as
     P(real) does, but a confident model's probabilities saturate to 1.0 in float and the ties
-    would inflate the EER (the ASVspoof convention puts bona fide first on a tie).
+    would inflate the EER (the ASVspoof convention puts bona fide first on a tie). A clip longer
+    than `max_seconds` is scored in windows whose scores and embeddings are averaged, weighted by
+    their lengths (departure 5): memory stays that of one window.
     """
     model.eval()
-    order = np.argsort([len(audio_set.audio(i)) for i in range(len(audio_set.samples))])
-    scores, embs = np.zeros(len(order)), None
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]  # similar lengths together: little padding
-        wav, lengths = collate_audio([audio_set.audio(int(i)) for i in idx])
-        with train.autocast(device, bf16):
-            logits, pooled = model(wav.to(device), lengths.to(device))
-        scores[idx] = (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
-        pooled = pooled.float().cpu().numpy()
-        if embs is None:
-            embs = np.zeros((len(order), pooled.shape[1]), dtype=np.float32)
-        embs[idx] = pooled
-    return scores, embs
+    n, window = len(audio_set.samples), int(max_seconds * audio_set.sample_rate)
+    order = np.argsort(audio_set.seconds(), kind="stable")  # similar lengths: little padding
+    scores, embs, weight = np.zeros(n), None, np.zeros(n)
+    for start in tqdm(range(0, n, batch_size), desc=f"score {audio_set.name}", leave=False):
+        pieces = [(int(i), w) for i in order[start:start + batch_size]
+                  for w in _windows(audio_set.audio(int(i)), window)]
+        for at in range(0, len(pieces), batch_size):
+            owner, waves = zip(*pieces[at:at + batch_size])
+            wav, lengths = collate_audio(list(waves))
+            with train.autocast(device, bf16):
+                logits, pooled = model(wav.to(device), lengths.to(device))
+            w = lengths.numpy().astype(float)                               # (b,)
+            diff = (logits[:, 1] - logits[:, 0]).float().cpu().numpy()      # (b,)
+            pooled = pooled.float().cpu().numpy()                           # (b, D)
+            if embs is None:
+                embs = np.zeros((n, pooled.shape[1]), dtype=np.float64)
+            for j, i in enumerate(owner):  # length-weighted sums; divided below
+                scores[i] += w[j] * diff[j]
+                embs[i] += w[j] * pooled[j]
+                weight[i] += w[j]
+    return scores / weight, (embs / weight[:, None]).astype(np.float32)
 
 
 def set_eer(scores: np.ndarray, audio_set: AudioSet) -> float:
+    """EER (a fraction) of one scored set."""
     real = audio_set.labels.numpy() == 1
     return compute_eer(scores[real], scores[~real])[0]
 
@@ -171,19 +322,28 @@ def sft_loss(model, wav, lengths, labels, cfg: ClassifierConfig):
     return loss, {}
 
 
-def grpo_step_loss(model, wav, lengths, labels, cfg, generator, ref_model=None, old_model=None):
+def grpo_step_loss(model, wav, lengths, labels, cfg, generators, ref_model=None, old_model=None,
+                   check=None, dist=distributed.Dist()):
     """GRPO with one-token completions: N label draws from one forward pass.
 
     r_i = 1[o_i = y]  (speech paper)  ->  A_i = group_advantages(r)  ->  grpo_loss with T = 1.
     The reference (beta > 0) and the old policy (old_refresh > 1) each cost one no-grad forward
-    of their own weights; nothing else is recomputed.
+    of their own weights; nothing else is recomputed. `generators`: one per utterance, its N
+    draws. `check(tensor, what=...)` stops the run on NaN / inf logits before the sampler.
     """
     N = cfg.num_generations
     logits, _ = model(wav, lengths)                                   # (B, 2)
     logits = logits.float()
-    drawn = grpo.sample_labels(logits.detach(), N, generator)         # (B*N,)
+    if check is not None:
+        check(logits, what="a logit")
+    drawn = torch.cat([grpo.sample_labels(logits[b:b + 1].detach(), N, g)
+                       for b, g in enumerate(generators)])            # (B*N,)
     rewards = (drawn == labels.repeat_interleave(N)).float()          # (B*N,)
-    advantages = grpo.group_advantages(rewards, N, scale=cfg.adv_scale)
+    # dist: "batch" advantages need every reward of the global batch; then our utterances'
+    everyone = dist.gather(rewards)
+    start, end = dist.bounds(len(everyone) // N)
+    advantages = grpo.group_advantages(everyone, N, scale=cfg.adv_scale,
+                                       eps=cfg.adv_eps)[start * N:end * N]
     logps = grpo.label_logps(logits, drawn, N)                        # (B*N, 1)
     extra = {}
     for name, other in (("ref_logps", ref_model), ("old_logps", old_model)):
@@ -198,105 +358,166 @@ def grpo_step_loss(model, wav, lengths, labels, cfg, generator, ref_model=None, 
     return loss, stats
 
 
+def label_generators(cfg: ClassifierConfig, step: int, positions, device) -> list:
+    """One generator per utterance, seeded by (seed, step, position in the global batch)."""
+    return [torch.Generator(device=device).manual_seed(train.seed_for(cfg.seed, step, 2, int(p)))
+            for p in positions]
+
+
 # ----------------------------------------------------------------------------- one fine-tuning run
 
+TINY = {"tiny": SSLClassifier.tiny, "tiny-logmel": SSLClassifier.tiny_logmel}
+
+
 def build_model(cfg: ClassifierConfig, source: str) -> SSLClassifier:
+    """A tiny model, a saved SSLClassifier folder, or a hub encoder with a new head (its
+    random head seeded by the run seed)."""
     opts = dict(freeze_feature_encoder=cfg.freeze_feature_encoder,
                 gradient_checkpointing=cfg.gradient_checkpointing)
-    if source == "tiny":
-        model = SSLClassifier.tiny(head=cfg.head, seed=cfg.seed)
+    if source in TINY:
+        model = TINY[source](head=cfg.head, seed=cfg.seed)
     elif (Path(source) / "classifier.json").exists():
         model = SSLClassifier.load(source)
+    elif not Path(source).is_dir() and not re.fullmatch(r"[\w.-]+/[\w.-]+", source):
+        raise FileNotFoundError(f"model folder not found: {source} (nor is it a hub id "
+                                f"'owner/name')")
     else:
-        model = SSLClassifier.from_pretrained(source, head=cfg.head, **opts)
-    if source == "tiny" or (Path(source) / "classifier.json").exists():
-        model.configure(**opts)
+        try:
+            return SSLClassifier.from_pretrained(source, head=cfg.head, seed=cfg.seed, **opts)
+        except OSError as e:  # "owner/name" that is neither a folder here nor on the hub
+            raise FileNotFoundError(f"{source}: no such model folder here, and no hub model "
+                                    f"of that id could be loaded ({e})") from None
+    model.configure(**opts)
     return model
 
 
+def frozen(model: SSLClassifier) -> SSLClassifier:
+    """A no-grad copy in eval mode: the reference or the old policy."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+# the fields that make a run what it is: a checkpoint of another run is refused on resume
+RUN_IDENTITY = ("seed", "head", "num_generations", "beta", "adv_scale", "adv_eps", "loss_type",
+                "clip_eps", "old_refresh", "batch_size", "max_batch_seconds", "train_min_sec",
+                "train_max_sec", "rawboost_algo", "class_weights")
+
+
+def resume_state(cfg: ClassifierConfig, out: Path, method: str):
+    """The trainer state to resume this stage from, or None. `--resume` names one stage's
+    `last/` checkpoint: other stages (post-training, the other methods) start afresh. A
+    checkpoint written by another method, seed or set-up is refused."""
+    if not cfg.resume or Path(cfg.resume).absolute().parent != out.absolute():
+        return None
+    state = train.load_trainer_state(train.resolve_checkpoint(cfg.resume))
+    saved = state.get("config", {})
+    differ = [k for k in RUN_IDENTITY if k in saved and saved[k] != getattr(cfg, k)]
+    if state.get("method") != method or differ:
+        raise ValueError(f"{cfg.resume} was written by a {state.get('method')} run with "
+                         + ", ".join(f"{k}={saved[k]!r}" for k in differ)
+                         + f"; this is a {method} run with "
+                         + ", ".join(f"{k}={getattr(cfg, k)!r}" for k in differ) + ": refused")
+    return state
+
+
 def finetune(cfg: ClassifierConfig, method: str, out: Path, train_set: AudioSet,
-             dev_set: AudioSet, init: str) -> Path:
-    """One fine-tuning stage (method "sft" or "grpo"); returns the folder of the best dev step."""
+             dev_set: AudioSet, init: str, reference: str = "", monitor=None) -> Path:
+    """One fine-tuning stage (method "sft" or "grpo") from `init`; returns the folder of the
+    best dev step. GRPO's KL reference is `reference` (default: `init` itself). `monitor(model)`
+    -> {name: number} is logged beside the dev EER at every evaluation (never used to choose)."""
+    dist = distributed.setup()  # dist: one process, or this rank of torchrun's K
     device = train.pick_device(cfg.device)
     bf16 = cfg.bf16 and device.type == "cuda"
     model = build_model(cfg, init).to(device)
+    train_set.check(model, scored=False), dev_set.check(model, scored=True)
+    net = dist.wrap(model, device)  # dist: backward averages the ranks' gradients
     ref_model = old_model = None
-    if method == "grpo" and cfg.beta > 0:  # frozen starting model; no copy when beta = 0
-        ref_model = copy.deepcopy(model).eval().requires_grad_(False)
-    start, best, state = 0, {"eer": float("inf"), "step": -1}, None
-    if cfg.resume:  # the weights of the checkpoint; the reference above stays the start model
-        state = train.load_trainer_state(cfg.resume)
+    if method == "grpo" and cfg.beta > 0:  # frozen reference; no copy when beta = 0
+        ref_model = frozen(build_model(cfg, reference).to(device) if reference else model)
+    plan, steps = batch_plan(cfg, train_set)
+    start, best = 0, {"dev_eer": float("inf"), "step": -1}
+    state = resume_state(cfg, out, method)
+    if state is not None:  # the weights of the checkpoint; the reference above stays the start
         model.load_state_dict(SSLClassifier.load(Path(cfg.resume) / "model").state_dict())
         start, best = state["step"], state["best"]
         if state["old_policy"] is not None:  # the old policy of an unfinished refresh period
-            old_model = copy.deepcopy(model).eval().requires_grad_(False)
+            old_model = frozen(model)
             old_model.load_state_dict(state["old_policy"])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+                            eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
     if state is not None:
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
-    out.mkdir(parents=True, exist_ok=True)
-    train.save_config(cfg, out)
-    log = train.JsonlLog(out / "metrics.jsonl", resume=bool(cfg.resume))
-    for step in tqdm(range(start, cfg.steps), desc=f"{out.name}", leave=False):
+        train.apply_lr(cfg.lr, opt, sched)  # the lr asked for now, not the checkpoint's
+    if dist.is_main:  # dist: rank 0 alone writes
+        out.mkdir(parents=True, exist_ok=True)
+        train.save_config(cfg, out)
+        log = train.JsonlLog(out / "metrics.jsonl", resume=state is not None, resume_step=start)
+    check = functools.partial(train.check_finite, checkpoint_dir=out)
+    for step in tqdm(range(start, steps), desc=str(out), leave=False, disable=not dist.is_main):
+        # departure 3: dropout's stream (one per rank: each holds other utterances)
+        torch.manual_seed(train.seed_for(cfg.seed, step, 3, dist.rank))
         if method == "grpo" and cfg.old_refresh > 1 and step % cfg.old_refresh == 0:
-            old_model = copy.deepcopy(model).eval().requires_grad_(False)  # pi_old <- pi_theta
-        model.train()
-        wav, lengths, labels = (t.to(device) for t in train_set.train_batch(cfg, step))
+            old_model = frozen(model)  # pi_old <- pi_theta
+        model.train(method == "sft")  # departure 2: GRPO scores all three models in eval mode
+        everyone = plan(step)  # the global batch, the same on every rank
+        positions = dist.shard(np.arange(len(everyone)))  # dist: this rank's share
+        wav, lengths, labels = (t.to(device) for t in
+                                train_set.batch(everyone[positions], positions, cfg, step))
         with train.autocast(device, bf16):
             if method == "sft":
-                loss, stats = sft_loss(model, wav, lengths, labels, cfg)
+                loss, stats = sft_loss(net, wav, lengths, labels, cfg)
             else:
-                gen = torch.Generator(device=device).manual_seed(train.seed_for(cfg.seed, step, 2))
-                loss, stats = grpo_step_loss(model, wav, lengths, labels, cfg, gen, ref_model,
-                                             old_model)
-        loss_value = train.check_finite(loss, step, out)
+                gens = label_generators(cfg, step, positions, device)
+                loss, stats = grpo_step_loss(net, wav, lengths, labels, cfg, gens, ref_model,
+                                             old_model, functools.partial(check, step=step), dist)
+        loss_value = check(loss, step)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * dist.weight(len(everyone))).backward()  # dist: shares may differ by one
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        check(grad_norm, step, what="gradient norm")  # before the step: weights stay good
         opt.step(), sched.step()
-        log.log(step + 1, loss=loss_value, lr=sched.get_last_lr()[0], grad_norm=grad_norm, **stats)
-        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            eer = set_eer(score_set(model, dev_set, device, cfg.eval_batch_size, bf16)[0], dev_set)
-            log.log(step + 1, dev_eer=eer)
-            if eer < best["eer"]:
-                best = {"eer": eer, "step": step + 1}
+        stats = dist.mean(dict(stats, loss=loss_value), len(everyone))  # dist: global mean
+        if dist.is_main:
+            log.log(step + 1, lr=sched.get_last_lr()[0], grad_norm=grad_norm, **stats)
+        if ((step + 1) % cfg.eval_every == 0 or step + 1 == steps) and dist.is_main:
+            train.check_weights(model, step + 1, out)
+            eer = 100 * set_eer(score_set(model, dev_set, device, cfg.eval_batch_size, bf16,
+                                          cfg.eval_max_sec)[0], dev_set)
+            log.log(step + 1, dev_eer=eer, **(monitor(model) if monitor else {}))
+            if eer < best["dev_eer"]:
+                best = {"dev_eer": eer, "step": step + 1}
                 model.save_pretrained(out / "best")
             state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "step": step + 1, "best": best, "method": method,
+                     "config": dataclasses.asdict(cfg),
                      "old_policy": old_model.state_dict() if old_model is not None else None}
             train.save_checkpoint(out / "last", model.save_pretrained, state)
-    log.close()
-    (out / "best.json").write_text(json.dumps(best) + "\n")
+    if dist.is_main:
+        log.close()
+        (out / "best.json").write_text(json.dumps(best) + "\n")
+    dist.barrier()  # dist: the others wait until rank 0 has written best/
     return out / "best"
 
 
-def run_method(cfg: ClassifierConfig, method: str, out: Path, train_set, dev_set, init: str) -> Path:
+ABLATIONS = {  # method -> config changes of a GRPO run
+    "grpo_noneg": dict(adv_scale="raw", loss_type="reinforce", old_refresh=1),  # grpo3_degraded
+    "grpo_beta0": dict(beta=0.0), "grpo_beta1": dict(beta=1.0),
+    "grpo_noclip": dict(old_refresh=1),  # the paper's GRPO_s (grpo2): no old policy, no clip
+}
+METHODS = ("sft", "grpo", "sft_grpo", *ABLATIONS)
+
+
+def run_method(cfg: ClassifierConfig, method: str, out: Path, train_set, dev_set, init: str,
+               monitor=None) -> Path:
     """sft | grpo | sft_grpo | grpo_noneg | grpo_beta0 | grpo_beta1 | grpo_noclip (ablations)."""
-    ablation = {"grpo_noneg": dict(adv_scale="raw"), "grpo_beta0": dict(beta=0.0),
-                "grpo_beta1": dict(beta=1.0), "grpo_noclip": dict(old_refresh=1)}
-    if method in ablation:
-        return finetune(dataclasses.replace(cfg, **ablation[method]), "grpo", out, train_set,
-                        dev_set, init)
-    if method == "sft_grpo":
-        sft_steps = cfg.sft_steps or cfg.steps // 2
-        mid = finetune(dataclasses.replace(cfg, steps=sft_steps), "sft", out / "sft", train_set,
-                       dev_set, init)
-        return finetune(dataclasses.replace(cfg, steps=cfg.steps - sft_steps), "grpo", out / "grpo",
-                        train_set, dev_set, str(mid))
+    if method in ABLATIONS:
+        return finetune(dataclasses.replace(cfg, **ABLATIONS[method]), "grpo", out, train_set,
+                        dev_set, init, monitor=monitor)
+    if method == "sft_grpo":  # each stage a full budget; GRPO's reference: the start model
+        mid = finetune(dataclasses.replace(cfg, steps=cfg.sft_steps or cfg.steps), "sft",
+                       out / "sft", train_set, dev_set, init, monitor=monitor)
+        return finetune(cfg, "grpo", out / "grpo", train_set, dev_set, str(mid), reference=init,
+                        monitor=monitor)
     if method not in ("sft", "grpo"):
-        raise ValueError(f"unknown method {method!r}")
-    return finetune(cfg, method, out, train_set, dev_set, init)
-
-
-def run(cfg: ClassifierConfig):
-    """CLI entry of the route (see `train.py`)."""
-    if cfg.mode in ("experiment", "score"):
-        import classifier_experiment
-        return getattr(classifier_experiment, f"run_{cfg.mode}")(cfg)
-    if cfg.mode != "finetune":
-        raise ValueError(f"unknown mode {cfg.mode!r}")
-    sets = {k: AudioSet(getattr(cfg, k), cfg.sample_rate) for k in ("train_set", "dev_set")}
-    return run_method(cfg, cfg.method, Path(cfg.out_dir), sets["train_set"], sets["dev_set"],
-                      cfg.init or cfg.model)
+        raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+    return finetune(cfg, method, out, train_set, dev_set, init, monitor=monitor)

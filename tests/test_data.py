@@ -104,11 +104,16 @@ def test_fake_or_real(tmp_path):
     for name in ("b.wav", "a.flac"):
         write_audio(tmp_path / "testing" / "real" / name)
     write_audio(tmp_path / "testing" / "fake" / "z.wav")
+    sf.write(str(tmp_path / "testing" / "fake" / "y.ogg"), tone(), SR)  # OGG Vorbis is kept
     write_text(tmp_path / "testing" / "fake" / "notes.txt", "ignored")
-    got = data.read_fake_or_real(tmp_path)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) .*\(\.txt\)"):
+        got = data.read_fake_or_real(tmp_path)  # what is not audio is skipped, and counted
     assert [(Path(s.path).name, s.label, s.split) for s in got] == \
-        [("a.flac", "real", "testing"), ("b.wav", "real", "testing"), ("z.wav", "fake", "testing")]
-    assert got == data.read_protocol("fake_or_real", tmp_path, split="testing")
+        [("a.flac", "real", "testing"), ("b.wav", "real", "testing"), ("y.ogg", "fake", "testing"),
+         ("z.wav", "fake", "testing")]
+    assert data.load_audio(got[2].path).shape == (400,)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert got == data.read_protocol("fake_or_real", tmp_path, split="testing")
     with pytest.raises(FileNotFoundError, match="validation"):
         data.read_fake_or_real(tmp_path, split="validation")
     (tmp_path / "training" / "real").mkdir(parents=True)
@@ -432,3 +437,15 @@ def test_collate_audio_and_labels():
     assert (data.label_to_index("fake"), data.label_to_index("real")) == (0, 1)
     with pytest.raises(ValueError):
         data.label_to_index("bonafide")
+
+
+def test_segment_samples_keeps_the_last_segment_short():
+    # AntiDeepfake's DFE24 segmentation: ceil(T / L) segments, the last one at its length
+    s = data.Sample("a.wav", "fake", "A01", "test", "dfe")
+    segs = data.segment_samples([s, s], 4.0, [9.0, 8.0])
+    assert [x.meta["segment"] for x in segs] == [[0, 0.0, 4.0], [1, 4.0, 8.0], [2, 8.0, 9.0],
+                                                 [0, 0.0, 4.0], [1, 4.0, 8.0]]
+    assert all(x.label == "fake" and x.path == "a.wav" for x in segs)
+    assert [x.meta["segment"] for x in data.segment_samples([s], 50.0, [3.2])] == [[0, 0.0, 3.2]]
+    with pytest.raises(ValueError, match="positive"):
+        data.segment_samples([s], 0, [1.0])

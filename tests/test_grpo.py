@@ -210,13 +210,13 @@ def test_advantages_match_numpy():
     t = torch.tensor(r.reshape(-1))
     centred = r - r.mean(axis=1, keepdims=True)
     expected = {"group": centred / (r.std(axis=1, ddof=1, keepdims=True) + 1e-4),
-                "batch": centred / (r.std(ddof=1) + 1e-4), "none": centred, "raw": r}
+                "batch": (r - r.mean()) / (r.std(ddof=1) + 1e-4), "none": centred, "raw": r}
     for scale, exp in expected.items():
         got = group_advantages(t, 4, scale).numpy()
         np.testing.assert_allclose(got, exp.reshape(-1), rtol=1e-12)
 
 
-@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+@pytest.mark.parametrize("scale", ["group", "none"])
 def test_all_equal_groups_give_exactly_zero(scale):
     # three float32 0.9s: their float mean is 0.9 - 6e-8, yet the advantages must be exactly 0
     r = torch.tensor([0.9, 0.9, 0.9, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0])
@@ -228,6 +228,22 @@ def test_all_equal_groups_give_exactly_zero(scale):
     # N = 1: every group is a single, trivially all-equal reward
     assert group_advantages(torch.tensor([0.3, 2.0]), 1, scale).tolist() == [0.0, 0.0]
     assert group_advantages(torch.tensor([5.0]), 1, scale).tolist() == [0.0]
+
+
+def test_batch_scale_is_antideepfakes_reward_norm():
+    # AntiDeepfake algo/rl.py, written out: reward (B*M,) flattened over utterances x draws,
+    # reward_norm = (reward - reward.mean()) / (reward.std() + std_floor), std_floor = 1e-5
+    r = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0])
+    by_hand = (r - r.mean()) / (r.std() + 1e-5)
+    A = group_advantages(r, 4, "batch", eps=1e-5)
+    torch.testing.assert_close(A, by_hand)
+    # the all-correct first group is pushed up: it beats the batch mean
+    assert (A[:4] > 0).all() and A[0].item() == pytest.approx(float(by_hand[0]))
+    # only a wholly equal batch gives exactly 0 (float residue of the mean removed)
+    assert group_advantages(torch.full((6,), 0.9), 3, "batch").tolist() == [0.0] * 6
+    # groups of one are fine: the batch is the comparison
+    torch.testing.assert_close(group_advantages(torch.tensor([0.0, 1.0]), 1, "batch", eps=0.0),
+                               torch.tensor([-0.70710678, 0.70710678]))
 
 
 def test_bad_inputs_raise_clear_errors():

@@ -8,7 +8,8 @@ import torch
 from transformers import Wav2Vec2Model
 
 from aasist import AASIST_TINY, AASISTHead, GraphPool, masked_bn
-from models import (SSLClassifier, masked_mean, normalize_waveforms, score, small_wav2vec2_config,
+from models import (LogMelFrontEnd, SSLClassifier, masked_mean, mel_filterbank,
+                    normalize_waveforms, score, small_wav2vec2_config, tiny_logmel_config,
                     tiny_wav2vec2_config)
 
 SR = 16000
@@ -253,3 +254,51 @@ def test_group_norm_config_gets_no_attention_mask():
     with torch.no_grad():
         assert m(x, lengths)[0].shape == (2, 2)
     assert seen == [None]
+
+
+# ---------------------------------------------------------------- the log-mel stand-in
+
+def test_mel_filterbank_triangles():
+    fb = mel_filterbank(16, 512, SR)                        # (16, 257)
+    mel = lambda f: 2595 * math.log10(1 + f / 700)          # noqa: E731
+    hz = lambda m: 700 * (10 ** (m / 2595) - 1)             # noqa: E731
+    centres = [hz(mel(SR / 2) * k / 17) for k in range(18)]
+    bins = np.linspace(0, SR / 2, 257)
+    for m in range(16):
+        # zero outside (centre m-1, centre m+1), the triangle's value in between
+        inside = (bins > centres[m]) & (bins < centres[m + 2])
+        assert (fb[m].numpy()[~inside] == 0).all()
+        f = bins[inside]
+        tri = np.minimum((f - centres[m]) / (centres[m + 1] - centres[m]),
+                         (centres[m + 2] - f) / (centres[m + 2] - centres[m + 1]))
+        np.testing.assert_allclose(fb[m].numpy()[inside], tri, rtol=1e-5, atol=1e-6)
+    # between the first and the last centre the triangles sum to 1 (a partition of unity)
+    mid = (bins >= centres[1]) & (bins <= centres[16])
+    np.testing.assert_allclose(fb.sum(0).numpy()[mid], 1.0, atol=1e-5)
+
+
+def test_log_mel_front_end_frames_and_a_tone():
+    fe = LogMelFrontEnd(n_mels=64)
+    t = torch.arange(SR) / SR
+    x = torch.sin(2 * math.pi * 2000 * t)[None]             # 1 s, 2 kHz
+    out = fe(x)                                              # (1, 64, F)
+    enc = Wav2Vec2Model(tiny_logmel_config())
+    assert out.shape[-1] == int(enc._get_feat_extract_output_lengths(torch.tensor(SR))) == 49
+    # the loudest band is the one whose triangle covers 2 kHz most
+    k = int(round(2000 / (SR / 2) * 256))
+    assert int(out[0, :, 10].argmax()) == int(mel_filterbank(64, 512, SR)[:, k].argmax())
+    # digital silence sits at the floor, far below a -65 dB noise floor
+    quiet = fe(torch.zeros(1, SR)), fe(10 ** (-65 / 20) * torch.randn(1, SR))
+    assert quiet[0].max() == pytest.approx(math.log(1e-9)) and quiet[1].mean() > quiet[0].max() + 5
+
+
+def test_tiny_logmel_saves_and_loads_exactly(tmp_path):
+    m = SSLClassifier.tiny_logmel(seed=3).eval()
+    assert not any("feature_extractor" in k for k in m.state_dict())  # nothing learned there
+    m.save_pretrained(tmp_path / "c")
+    assert json.loads((tmp_path / "c" / "classifier.json").read_text())["front_end"] == "logmel"
+    r = SSLClassifier.load(tmp_path / "c").eval()
+    assert isinstance(r.encoder.feature_extractor, LogMelFrontEnd)
+    x, lengths = _pad([_wave(SR, 0), _wave(SR // 2, 1)])
+    with torch.no_grad():
+        torch.testing.assert_close(r(x, lengths)[0], m(x, lengths)[0], rtol=0, atol=0)

@@ -1,0 +1,252 @@
+"""Bad input and faults end in a clear message or a correct result (the shared plumbing, the
+data readers and the classifier route): non-finite values, config validation, resume guard
+rails, protocol and audio edge cases. Each test feeds the fault and checks the message names
+the culprit (file, line, field, step) or checks the result."""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import data
+import train
+from classifier_experiment import check_resume
+from models import SSLClassifier
+from synth_speech import make_speech_corpora
+from train_classifier import AudioSet, ClassifierConfig, finetune
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    index = make_speech_corpora(root, seed=0, size="quick", annotate=False)
+    spec = lambda name: dict(kind=index[name]["kind"], path=index[name]["path"],  # noqa: E731
+                             audio_dir=index[name]["audio_dir"], name=name)
+    return {name: AudioSet(spec(name), 16000) for name in ("target_train", "target_dev")}
+
+
+def cfg_for(tmp_path, **kw):
+    base = dict(out_dir=str(tmp_path), batch_size=4, steps=4, lr=1e-3, num_generations=8,
+                eval_every=2, train_min_sec=0.5, train_max_sec=0.7, old_refresh=3, device="cpu")
+    return ClassifierConfig(**{**base, **kw})
+
+
+# ----------------------------------------------------------------------------- non-finite values
+
+def test_nan_logits_stop_before_sampling_and_no_checkpoint_is_claimed(tmp_path, corpus,
+                                                                      monkeypatch):
+    original = SSLClassifier.forward
+
+    def nan_logits(self, wav, lengths=None):
+        logits, pooled = original(self, wav, lengths)
+        return logits * float("nan"), pooled
+
+    monkeypatch.setattr(SSLClassifier, "forward", nan_logits)
+    with pytest.raises(train.NonFiniteLoss, match=r"a logit is nan at step 0.*No checkpoint "
+                                                  r"had been written yet"):
+        finetune(cfg_for(tmp_path), "grpo", tmp_path, corpus["target_train"],
+                 corpus["target_dev"], "tiny-logmel")
+    assert not (tmp_path / "last").exists()
+
+
+def test_nan_gradient_stops_before_the_weights_change(tmp_path, corpus, monkeypatch):
+    # a finite loss whose gradient is NaN: caught at the gradient norm, before opt.step,
+    # and the message names the checkpoint of step 2 that was left intact
+    calls = {"n": 0}
+    original = torch.Tensor.backward
+
+    def poisoned_backward(self, *a, **k):
+        original(self, *a, **k)
+        calls["n"] += 1
+        if calls["n"] == 3:  # step 3's backward (steps 0, 1, 2)
+            for p in model_params:
+                if p.grad is not None:
+                    p.grad.fill_(float("nan"))
+                    break
+
+    model_params = []
+    build = SSLClassifier.tiny_logmel
+
+    def tracked(**kw):
+        m = build(**kw)
+        model_params.extend(m.parameters())
+        return m
+
+    monkeypatch.setattr("train_classifier.TINY", {"tiny-logmel": tracked})
+    monkeypatch.setattr(torch.Tensor, "backward", poisoned_backward)
+    with pytest.raises(train.NonFiniteLoss, match=r"gradient norm is nan at step 2; .*"
+                                                  r"\(step 2\), was left intact"):
+        finetune(cfg_for(tmp_path, steps=6), "sft", tmp_path, corpus["target_train"],
+                 corpus["target_dev"], "tiny-logmel")
+    saved = SSLClassifier.load(tmp_path / "last" / "model")  # finite, loadable
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+
+
+def test_non_finite_weights_are_never_saved_or_loaded(tmp_path):
+    m = SSLClassifier.tiny_logmel()
+    with torch.no_grad():
+        m.head.weight[0, 0] = float("inf")
+    with pytest.raises(train.NonFiniteLoss, match="weight head.weight is not finite at step 7"):
+        train.check_weights(m, 7, tmp_path)
+    m.save_pretrained(tmp_path / "bad")  # written by hand: loading it is refused
+    with pytest.raises(ValueError, match="NaN or inf"):
+        SSLClassifier.load(tmp_path / "bad")
+
+
+def test_nan_audio_is_rejected_naming_the_file(tmp_path):
+    x = np.zeros(1600, dtype=np.float32)
+    x[100] = np.nan
+    sf.write(tmp_path / "bad.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(ValueError, match=r"bad\.wav holds 1 NaN or inf"):
+        data.load_audio(tmp_path / "bad.wav")
+
+
+def test_a_clip_too_short_for_the_model_is_named(tmp_path):
+    for name, n in (("ok.wav", 8000), ("tiny.wav", 300)):
+        sf.write(tmp_path / name, np.ones(n, dtype=np.float32) * 0.1, 16000)
+    (tmp_path / "m.csv").write_text("path,label\nok.wav,real\ntiny.wav,fake\n")
+    s = AudioSet(dict(kind="manifest", path=str(tmp_path / "m.csv")), 16000)
+    with pytest.raises(ValueError, match=r"1 clip\(s\) shorter .* \(400 samples\).*tiny\.wav"):
+        s.check(SSLClassifier.tiny_logmel(), scored=True)
+
+
+# ----------------------------------------------------------------------------- configs
+
+@pytest.mark.parametrize("recipe, message", [
+    ({"quick": "false"}, r"quick: expected bool, got 'false' \(str\)"),
+    ({"steps": None}, r"steps: expected int, got None"),
+    ({"steps": 2.5}, r"steps: expected int, got 2\.5"),
+    ({"lr": "1e-3"}, r"lr: expected float"),
+    ({"steps": 0}, r"steps must be >= 1"),
+    ({"batch_size": 0}, r"batch_size must be >= 1"),
+    ({"eval_every": 0}, r"eval_every must be >= 1"),
+    ({"num_generations": 1}, r"num_generations must be >= 2 for GRPO"),
+    ({"methods": ["sft", "gpro"]}, r"unknown method\(s\) \['gpro'\]"),
+    ({"adv_scale": "batchy"}, r"adv_scale must be one of"),
+])
+def test_recipe_values_are_checked_before_any_work(recipe, message):
+    with pytest.raises(ValueError, match=message):
+        train.config_from_args(ClassifierConfig, [], recipe)
+
+
+def test_a_list_option_given_as_a_bare_word_is_refused():
+    with pytest.raises(ValueError, match=r"methods: expected list, got 'sft'.*--methods"):
+        train.config_from_args(ClassifierConfig, ["--methods", "sft"])
+    assert train.config_from_args(ClassifierConfig, ["--methods", '["sft"]']).methods == ["sft"]
+
+
+def test_quick_keeps_the_flags_the_user_gave(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("classifier_experiment.run", lambda cfg: seen.setdefault("cfg", cfg))
+    train.main(["--quick", "--steps", "9", "--num_generations", "4"])
+    cfg = seen["cfg"]
+    assert (cfg.quick, cfg.steps, cfg.num_generations, cfg.post_steps) == (True, 9, 4, 10)
+
+
+def test_data_set_specs_are_checked(tmp_path, corpus):
+    path = corpus["target_dev"].samples[0].path
+    (tmp_path / "m.csv").write_text(f"path,label,split\n{path},real,train\n{path}x,fake,dev\n")
+    shutil.copy(path, path + "x")
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['splitt'\]"):
+        AudioSet(dict(kind="manifest", path=str(tmp_path / "m.csv"), splitt="dev"), 16000)
+    with pytest.raises(ValueError, match=r"holds the splits \['dev', 'train'\]: name the one"):
+        AudioSet(dict(kind="manifest", path=str(tmp_path / "m.csv")), 16000)
+    one = AudioSet(dict(kind="manifest", path=str(tmp_path / "m.csv"), split="dev"), 16000)
+    with pytest.raises(ValueError, match="holds only fake trials"):
+        one.check(SSLClassifier.tiny_logmel(), scored=True)
+
+
+def test_a_missing_init_folder_is_named(tmp_path):
+    from train_classifier import build_model
+    with pytest.raises(FileNotFoundError, match="model folder not found: runs/nope/best"):
+        build_model(ClassifierConfig(), "runs/nope/best")
+
+
+# ----------------------------------------------------------------------------- resume
+
+def test_resume_guard_rails(tmp_path, corpus, capsys):
+    tr, dev = corpus["target_train"], corpus["target_dev"]
+    run = tmp_path / "grpo"
+    finetune(cfg_for(run, steps=4), "grpo", run, tr, dev, "tiny-logmel")
+    # another method's checkpoint, another seed's: refused, naming both
+    with pytest.raises(ValueError, match="written by a grpo run.*this is a sft run"):
+        finetune(cfg_for(run, resume=str(run / "last")), "sft", run, tr, dev, "tiny-logmel")
+    with pytest.raises(ValueError, match="seed=0.*seed=3"):
+        finetune(cfg_for(run, seed=3, resume=str(run / "last")), "grpo", run, tr, dev,
+                 "tiny-logmel")
+    # metrics rows after the checkpoint's step (a run cut short) are dropped, not duplicated
+    rows = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(rows + json.dumps({"step": 5, "loss": 1.0}) + "\n")
+    shutil.copytree(run / "last", tmp_path / "keep")
+    finetune(cfg_for(run, steps=6, lr=5e-4, resume=str(run / "last")), "grpo", run, tr, dev,
+             "tiny-logmel")
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    # the lr given now is applied (and said), not the optimizer state's
+    assert "learning rate 0.001 of the checkpoint replaced by 0.0005" in capsys.readouterr().out
+    lrs = [json.loads(line).get("lr") for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x for x in lrs if x][-1] == pytest.approx(5e-4)
+    # a resume folder that is no stage of the run is never silently ignored
+    with pytest.raises(ValueError, match="not the last/ checkpoint of a stage"):
+        check_resume(cfg_for(run, resume=str(tmp_path / "keep")), [run])
+
+
+def test_a_save_cut_between_its_two_renames_is_recovered(tmp_path, capsys):
+    save = lambda p: (p.mkdir(), (p / "w").write_text("x"))  # noqa: E731
+    train.save_checkpoint(tmp_path / "last", save, {"step": 2})
+    # killed after `last` became `last.old` and before `last.tmp` became `last`
+    train.save_checkpoint(tmp_path / "new", save, {"step": 4})
+    os.replace(tmp_path / "last", tmp_path / "last.old")
+    os.replace(tmp_path / "new", tmp_path / "last.tmp")
+    folder = train.resolve_checkpoint(tmp_path / "last")
+    assert train.last_step(folder) == 4 and "recovered it from" in capsys.readouterr().out
+    # a state file that is truncated is named
+    (folder / "trainer_state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ValueError, match=r"trainer_state\.pt: cannot be read"):
+        train.load_trainer_state(folder)
+
+
+def test_corrupt_weights_are_named(tmp_path):
+    SSLClassifier.tiny_logmel().save_pretrained(tmp_path / "m")
+    w = tmp_path / "m" / "encoder" / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot be loaded"):
+        SSLClassifier.load(tmp_path / "m")
+
+
+# ----------------------------------------------------------------------------- protocols
+
+def _audio(path):
+    sf.write(path, np.zeros(800, dtype=np.float32) + 0.01, 16000)
+    return path
+
+
+def test_duplicate_trials_name_both_lines(tmp_path):
+    for n in ("a", "b"):
+        _audio(tmp_path / f"{n}.wav")
+    (tmp_path / "meta.csv").write_text("file,speaker,label\na.wav,s,spoof\nb.wav,s,spoof\n"
+                                       "a.wav,s,bona-fide\n")
+    with pytest.raises(ValueError, match=r"meta\.csv: lines 2 and 4 both name .*a\.wav"):
+        data.read_in_the_wild(tmp_path / "meta.csv")
+
+
+def test_a_bom_is_accepted_in_every_text_format(tmp_path):
+    _audio(tmp_path / "LA_T_1.flac")
+    (tmp_path / "p.txt").write_bytes(b"\xef\xbb\xbfLA_0001 LA_T_1 - - bonafide\n")
+    assert data.read_asvspoof2019(tmp_path / "p.txt", tmp_path)[0].label == "real"
+    (tmp_path / "label.txt").write_bytes(b"\xef\xbb\xbfLA_T_1.flac genuine\n")
+    assert data.read_add2023(tmp_path / "label.txt", tmp_path)[0].label == "real"
+
+
+def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
+    _audio(tmp_path / "a.wav")
+    (tmp_path / "m.csv").write_bytes(b"path,label\na.wav,real\nb\xe9.wav,fake\n")
+    with pytest.raises(ValueError, match=r"m\.csv:3: not UTF-8 text \(byte 0xe9 at column 2\)"):
+        data.read_manifest(tmp_path / "m.csv")
