@@ -57,6 +57,11 @@ Departures and pitfalls, numbered:
    for the duration of the two passes only.
 3. HF `generate` stays selectable (`hf_generate`): it repeats each prompt N times *before* the
    prefill, so it prefills B*N rows; it draws from the global RNG (forked and seeded here).
+4. Per-step cost. On a small model a decode step is mostly fixed per-call overhead, so the loop
+   does only what it must: one forward of the language model alone (`get_decoder()`: after the
+   prompt only text tokens flow), lm_head on the last position only, a Gumbel-max draw, no
+   attention mask when the prompts have one length, and torch.inference_mode (no autograd
+   bookkeeping at all) around it.
 """
 
 from contextlib import contextmanager
@@ -276,7 +281,6 @@ def _sequence_inputs(batch, completion_ids):
 
 # ----------------------------------------------------------------------------- sampling
 
-@torch.no_grad()
 def sample(model, prompts, N, max_new_tokens, generator, temperature=1.0, top_p=1.0, top_k=0,
            greedy=False, suppressed_ids=(), eos_ids=(), pad_id=0):
     """N completions of each of the B prompts (module docstring, steps 1-3).
@@ -286,30 +290,35 @@ def sample(model, prompts, N, max_new_tokens, generator, temperature=1.0, top_p=
     `greedy` takes the arg-max (temperature is then 1: the log-probs are of softmax(logits)).
     """
     temperature = 1.0 if greedy else temperature
-    h_last, prefix, first = prompt_pass(model, prompts)  # 1. prefill the B distinct prompts
-    cache = DynamicCache(ddp_cache_data=prefix)
-    cache.batch_repeat_interleave(N)  # 2. (B*N, kv heads, P, d): row b*N + i is sample i of b
-    h = h_last.repeat_interleave(N, 0)  # (B*N, H)
-    first = first.repeat_interleave(N, 0)  # (B*N,)
-    R, P = h.shape[0], prompts["attention_mask"].shape[1]
-    mask = torch.ones(R, P + max_new_tokens, dtype=torch.long, device=h.device)
-    mask[:, :P] = prompts["attention_mask"].repeat_interleave(N, 0)  # new tokens all attend
-    three_d = "mm_token_type_ids" in prompts
-    eos = torch.as_tensor(eos_ids, device=h.device)
-    done = torch.zeros(R, dtype=torch.bool, device=h.device)
-    tokens, logps = [], []
-    for t in range(max_new_tokens):  # 3. decode
-        z = scaled_logits(model.lm_head(h), temperature, suppressed_ids)  # (R, V)
-        token, logp = draw(z, generator, top_p, top_k, greedy)  # (R,), (R,)
-        tokens.append(token.masked_fill(done, pad_id))
-        logps.append(logp.masked_fill(done, 0.0))
-        done = done | torch.isin(token, eos)
-        if t == max_new_tokens - 1 or bool(done.all()):  # a CPU-GPU sync, as in HF's loop
-            break
-        out = model.get_decoder()(input_ids=tokens[-1][:, None], cache=cache, use_cache=True,
-                                  attention_mask=mask[:, :P + t + 1],
-                                  position_ids=new_positions(first, t, 1, three_d))
-        h = out.last_hidden_state[:, -1]  # (R, H)
+    # inference_mode: no autograd bookkeeping at all, cheaper than no_grad for a loop of small
+    # ops (pitfall 4); the stacks below, taken outside it, are ordinary tensors again
+    with torch.inference_mode():
+        h_last, prefix, first = prompt_pass(model, prompts)  # 1. prefill the B distinct prompts
+        cache = DynamicCache(ddp_cache_data=prefix)
+        cache.batch_repeat_interleave(N)  # 2. (B*N, kv heads, P, d): row b*N + i = sample i of b
+        h = h_last.repeat_interleave(N, 0)  # (B*N, H)
+        first = first.repeat_interleave(N, 0)  # (B*N,)
+        R, P = h.shape[0], prompts["attention_mask"].shape[1]
+        mask = torch.ones(R, P + max_new_tokens, dtype=torch.long, device=h.device)
+        mask[:, :P] = prompts["attention_mask"].repeat_interleave(N, 0)  # new tokens all attend
+        # prompts of one length need no mask at all: transformers then builds none per step
+        padded = not bool(prompts["attention_mask"].all())
+        three_d = "mm_token_type_ids" in prompts
+        eos = torch.as_tensor(eos_ids, device=h.device)
+        done = torch.zeros(R, dtype=torch.bool, device=h.device)
+        tokens, logps = [], []
+        for t in range(max_new_tokens):  # 3. decode
+            z = scaled_logits(model.lm_head(h), temperature, suppressed_ids)  # (R, V)
+            token, logp = draw(z, generator, top_p, top_k, greedy)  # (R,), (R,)
+            tokens.append(token.masked_fill(done, pad_id))
+            logps.append(logp.masked_fill(done, 0.0))
+            done = done | torch.isin(token, eos)
+            if t == max_new_tokens - 1 or bool(done.all()):  # a CPU-GPU sync, as in HF's loop
+                break
+            out = model.get_decoder()(input_ids=tokens[-1][:, None], cache=cache, use_cache=True,
+                                      attention_mask=mask[:, :P + t + 1] if padded else None,
+                                      position_ids=new_positions(first, t, 1, three_d))
+            h = out.last_hidden_state[:, -1]  # (R, H)
     return torch.stack(tokens, 1), torch.stack(logps, 1)
 
 

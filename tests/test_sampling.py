@@ -42,7 +42,10 @@ def test_truncate_hand_worked():
     # probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625 (logits = log p)
     p = torch.tensor([[0.0625, 0.5, 0.125, 0.25, 0.0625]])
     z = p.log()
-    kept = lambda **kw: torch.isfinite(sampling.truncate(z, **kw))[0].tolist()
+
+    def kept(**kw):
+        return torch.isfinite(sampling.truncate(z, **kw))[0].tolist()
+
     assert kept(top_k=2) == [False, True, False, True, False]
     assert kept(top_p=0.5) == [False, True, False, False, False]   # 0.5 alone reaches 0.5
     assert kept(top_p=0.6) == [False, True, False, True, False]    # 0.5 < 0.6: add 0.25
@@ -83,10 +86,15 @@ def test_draw_greedy_and_suppressed_tokens():
 
 
 # ------------------------------------------------------------------ the decode loop
-def test_greedy_equals_hf_generate(policy):
-    """Left-padded batch of two prompts of different lengths, text, image and audio."""
-    batch = prompt_batch(policy)
-    assert (batch["attention_mask"] == 0).any()
+@pytest.mark.parametrize("padded", [True, False])
+def test_greedy_equals_hf_generate(policy, padded):
+    """Text, image and audio; a left-padded batch of two prompts of different lengths, and one
+    of two prompts of one length (the loop then passes no attention mask)."""
+    media, questions = MEDIA[policy.modality](), QUESTIONS
+    if not padded:
+        media, questions = None if media is None else media[1:] * 2, questions[1:] * 2
+    batch = policy.encode_prompts(media, questions)
+    assert (batch["attention_mask"] == 0).any() == padded
     ours = policy.generate(batch, 1, max_new_tokens=24, greedy=True)
     hf = policy.generate(batch, 1, max_new_tokens=24, greedy=True, sampler="hf")
     assert torch.equal(ours.completion_ids, hf.completion_ids) and ours.texts == hf.texts
