@@ -39,12 +39,12 @@ tokens, reference and update passes alike:
 
 `unshared_hidden` is the plain computation it replaces (shared_prefix=False): every row runs
 its own copy of prompt + completion. Each output of the shared pass depends on the prompt's
-keys/values exactly as in that full forward, so the log-probs are the same numbers. The gradient is the same too: in the full
-computation each of the N rows carries its own copy of the prompt, and the gradient reaching the
-prompt's weights is the sum over the N copies; here the one copy is read by N rows, and autograd
-sums what flows back through the gather (the adjoint of a repeat is a sum). What is saved is the
-prompt's forward and backward done N - 1 extra times: for a prompt of P tokens and completions
-of T, B*N*(P + T) token-passes become B*P + B*N*T.
+keys/values exactly as in that full forward, so the log-probs are the same numbers. So is the
+gradient: in the full computation each of the N rows carries its own copy of the prompt, and
+the gradient reaching the prompt's weights is the sum over the N copies; here one copy is read
+by N rows, and autograd sums what flows back through the gather (the adjoint of a repeat is a
+sum). What is saved is the prompt's forward and backward done N - 1 extra times: for prompts of
+P tokens and completions of T, B*N*(P + T) token-passes become B*P + B*N*T.
 
 Departures and pitfalls, numbered:
 1. The log-probs returned with the samples are those of the full softmax(z_t), not of the
