@@ -24,14 +24,15 @@ How the numbers are taken, numbered:
    bytes of the parameters of every model a run keeps (policy, reference, old), the policy's
    gradients, the AdamW state, and the tensors autograd saves for backward during the step
    (saved_tensors_hooks, each storage once, parameters excluded): what persists into backward.
-   Buffers freed inside the forward, no-grad forwards and the KV cache of generate are not in it.
+   Buffers freed inside the forward, no-grad forwards and the KV cache of sampling are not in it.
 5. Chat step = `train_chat.grpo_step` (what `grpo_stage` runs) with a clock between its phases,
    on the face route's prompt, config and reward (`fas_experiment`): generate (prompt encoding +
-   sampling: our decode loop, `sampling.sample`), rewards (Eq. 6 on the texts, then the advantages), ref/old log-probs (no grad:
-   the reference when β > 0, the old policy only when μ > 1), learn (log-probs with grad,
-   grpo_loss, backward, optimizer); scoring shares each prompt's prefix. Images: random 112 x 112 px, 16 tokens each. Tokens/s:
-   generate = sampled completion tokens (up to and including EOS) per second; learn = prompt +
-   completion tokens through forward and backward per second.
+   our decode loop, `sampling.sample`), rewards (Eq. 6 on the texts, then the advantages),
+   ref/old log-probs (no grad: the reference when β > 0, the old policy only when μ > 1), learn
+   (log-probs with grad, grpo_loss, backward, optimizer); scoring shares each prompt's prefix.
+   Images: random 112 x 112 px, 16 tokens each. Tokens/s: generate = sampled completion tokens
+   (up to and including EOS) per second; learn = prompt + completion tokens through forward and
+   backward per second (a shared prompt counted N times, as an unshared pass would run it).
 6. TRL runs in the same process as ours (a callback runs one of our steps after each TRL step)
    on the same saved tiny model, prompts, reward, N, max new tokens, temperature, β, ε, lr and
    clip; TRL's time per step is everything its loop does between two of our steps. Twice: with

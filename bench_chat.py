@@ -7,8 +7,9 @@
     trl_bench       the whole step against TRL's GRPOTrainer, at one prompt length
 
 Workloads: B = 2 prompts x N = 6 completions x 32 new tokens (8 with --quick). "short" is the
-face route's prompt (74 tokens of text, + 18 with a 112 x 112 px image, + 27 with a 1 s clip);
-"256" is the same prompt lengthened with filler words to exactly 256 tokens.
+face route's prompt (74 tokens of text; 92 with a 112 x 112 px image, 16 image tokens; 108 with
+a 1 s clip, 25 audio tokens); "256" is the same prompt lengthened with filler words to exactly
+256 tokens. The B prompts of a workload have one length (no padding).
 """
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ class Rollout:
     completion_mask: torch.Tensor  # (B*N, T)  1 up to and including the first EOS
     texts: list                    # B*N strings: tokens before the first EOS, specials skipped
     num_generations: int = 1
-    sample_logps: torch.Tensor = None  # (B*N, T) log-prob each token was sampled with (loop only)
+    sample_logps: torch.Tensor | None = None  # (B*N, T) each token's sampling log-prob ("loop")
 
 
 def completion_mask(ids, eos_ids):
