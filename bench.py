@@ -72,6 +72,7 @@ from measure import fmt, interleaved, saved_activations, state_bytes, stats
 from models import SSLClassifier, small_wav2vec2_config
 from train_classifier import ClassifierConfig, grpo_step_loss, sft_loss
 
+PARTS = ("classifier", "step", "sampling", "scoring", "trl")  # what --parts can select
 TARGETS = {"grpo_beta0": 1.05, "grpo_beta": 1.4, "grpo_old": 1.75}  # x the SFT step (issue 3)
 
 
@@ -164,7 +165,7 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, help="untimed repeats first (default 3, quick 1)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (note 7; 0: torch's choice)")
-    p.add_argument("--parts", default="classifier,chat", help="classifier, chat, or both")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, some of {PARTS}")
     args = p.parse_args(argv)
     args.repeats = args.repeats or (3 if args.quick else 20)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
@@ -177,26 +178,33 @@ def main(argv=None):
                        "transformers": transformers.__version__,
                        "load_average": round(os.getloadavg()[0], 1)},
            "settings": {"repeats": args.repeats, "warmup": args.warmup, "quick": args.quick}}
-    if "classifier" in args.parts:
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        raise SystemExit(f"--parts: unknown {sorted(parts - set(PARTS))}; expected some of {PARTS}")
+    if "classifier" in parts:
         sizes = ("tiny",) if args.quick else ("tiny", "small")
         models = {s: classifier_bench(s, device, args.repeats, args.warmup) for s in sizes}
         res["classifier"] = {"models": models, "targets": TARGETS} | {
             f"grpo_over_sft_{v}": {s: models[s]["over_sft"][f"grpo_{v}"] for s in sizes}
             for v in ("beta0", "beta", "old")}
-    if "chat" in args.parts:
+    chat = {"max_new_tokens": chat_config(args.quick).max_new_tokens}
+    if "step" in parts:
         runs = chat_bench(device, args.quick, args.repeats, args.warmup)
-        trl = {length: (trl_bench(args.repeats, args.warmup, args.quick, tokens)
-                        if find_spec("trl") else
-                        {"ours_over_trl": None, "skipped": "trl is not installed here (run "
-                         "bench.py with a Python that has it, the repo on PYTHONPATH)"})
-               for length, tokens in (("short", None), ("256", 256))}
-        res["chat"] = {"max_new_tokens": chat_config(args.quick).max_new_tokens, "runs": runs,
-                       "phase_seconds": {n: r["seconds"] for n, r in runs.items()},
-                       "generate_share": {n: r["generate_share"] for n, r in runs.items()},
-                       "sampling": sampling_bench(device, args.quick, args.repeats, args.warmup),
-                       "scoring": scoring_bench(device, args.quick, args.repeats, args.warmup),
-                       "ours_over_trl": {k: t["ours_over_trl"] for k, t in trl.items()},
-                       "trl": trl}
+        chat |= {"runs": runs, "phase_seconds": {n: r["seconds"] for n, r in runs.items()},
+                 "generate_share": {n: r["generate_share"] for n, r in runs.items()}}
+    if "sampling" in parts:
+        chat["sampling"] = sampling_bench(device, args.quick, args.repeats, args.warmup)
+    if "scoring" in parts:
+        chat["scoring"] = scoring_bench(device, args.quick, args.repeats, args.warmup)
+    if "trl" in parts:
+        chat["trl"] = {length: (trl_bench(args.repeats, args.warmup, args.quick, tokens)
+                                if find_spec("trl") else
+                                {"ours_over_trl": None, "skipped": "trl is not installed here "
+                                 "(run bench.py with a Python that has it, the repo on PYTHONPATH)"})
+                       for length, tokens in (("short", None), ("256", 256))}
+        chat["ours_over_trl"] = {k: t["ours_over_trl"] for k, t in chat["trl"].items()}
+    if len(chat) > 1:
+        res["chat"] = chat
     print_report(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")

@@ -274,6 +274,30 @@ def trl_bench(repeats: int, warmup: int, quick: bool, prompt_tokens: int | None 
 # ----------------------------------------------------------------------------- report
 
 def print_chat_report(h: dict) -> None:
+    """The chat parts present in `h` (bench.py --parts)."""
+    if "runs" in h:
+        print_step_report(h)
+    for part, (fast, slow), what in (("sampling", ("loop", "hf"), "our loop vs HF generate"),
+                                     ("scoring", ("shared", "unshared"),
+                                      "reference + update, shared prefix vs unshared")):
+        if part not in h:
+            continue
+        print(f"\n{part.capitalize()}: {what}; ms, and {slow} / {fast} per repeat")
+        for w, r in h[part].items():
+            print(f"{w:10} {fast} {fmt(r[fast], 1e3, 6, 1)}  {slow} {fmt(r[slow], 1e3, 6, 1)}  "
+                  f"x {fmt(r['speedup'], 1, 5, 2)}")
+    for length, t in h.get("trl", {}).items():
+        if t["ours_over_trl"] is None:
+            print(f"\nAgainst TRL ({length} prompts): skipped: {t['skipped']}")
+            continue
+        print(f"\nAgainst TRL {t['trl_version']}, {length} prompts ({t['prompt_tokens']} tokens), "
+              f"same settings: {t['hyper_parameters']}\nTRL switches set to match our loop: "
+              f"{t['trl_switches']}\nours {fmt(t['ours_seconds'])} s/step, TRL "
+              f"{fmt(t['trl_seconds'])} s/step, ours/TRL {fmt(t['ours_over_trl'])}; mean "
+              f"completion tokens {t['mean_completion_tokens']}")
+
+
+def print_step_report(h: dict) -> None:
     print(f"\nChat route: B = 2 prompts x N = 6 x {h['max_new_tokens']} new tokens, beta = 0.04, "
           "mu = 1; ms per phase")
     print(f"{'run':10} " + " ".join(f"{p:>19}" for p in PHASES + ("total",))
@@ -290,19 +314,3 @@ def print_chat_report(h: dict) -> None:
         p = r["parameter_memory"]
         print(f"{name:10} {p['held_by_run']:>10,} = base {p['base']:>9,} + adapters "
               f"{p['adapters']:>7,} + other {p['held_minus_base_minus_adapters']:>9,}")
-    for part, (fast, slow), what in (("sampling", ("loop", "hf"), "our loop vs HF generate"),
-                                     ("scoring", ("shared", "unshared"),
-                                      "reference + update, shared prefix vs unshared")):
-        print(f"\n{part.capitalize()}: {what}; ms, and {slow} / {fast} per repeat")
-        for w, r in h[part].items():
-            print(f"{w:10} {fast} {fmt(r[fast], 1e3, 6, 1)}  {slow} {fmt(r[slow], 1e3, 6, 1)}  "
-                  f"x {fmt(r['speedup'], 1, 5, 2)}")
-    for length, t in h["trl"].items():
-        if t["ours_over_trl"] is None:
-            print(f"\nAgainst TRL ({length} prompts): skipped: {t['skipped']}")
-            continue
-        print(f"\nAgainst TRL {t['trl_version']}, {length} prompts ({t['prompt_tokens']} tokens), "
-              f"same settings: {t['hyper_parameters']}\nTRL switches set to match our loop: "
-              f"{t['trl_switches']}\nours {fmt(t['ours_seconds'])} s/step, TRL "
-              f"{fmt(t['trl_seconds'])} s/step, ours/TRL {fmt(t['ours_over_trl'])}; mean "
-              f"completion tokens {t['mean_completion_tokens']}")

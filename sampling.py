@@ -160,7 +160,6 @@ def take_rows(batch, rows):
     return out
 
 
-
 class _PromptLayer(DynamicLayer):
     """One layer's cache during the prompt pass: there is no past, so the keys/values are kept
     as they are. Re-running it (checkpointing, pitfall 2) stores the same values again."""
