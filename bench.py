@@ -199,8 +199,8 @@ def main(argv=None):
     if "trl" in parts:
         chat["trl"] = {length: (trl_bench(args.repeats, args.warmup, args.quick, tokens)
                                 if find_spec("trl") else
-                                {"ours_over_trl": None, "skipped": "trl is not installed here "
-                                 "(run bench.py with a Python that has it, the repo on PYTHONPATH)"})
+                                {"ours_over_trl": None, "skipped": "trl is not installed here (run "
+                                 "bench.py with a Python that has it, the repo on PYTHONPATH)"})
                        for length, tokens in (("short", None), ("256", 256))}
         chat["ours_over_trl"] = {k: t["ours_over_trl"] for k, t in chat["trl"].items()}
     if len(chat) > 1:

@@ -44,7 +44,8 @@ def chat_config(quick: bool, **over) -> FasConfig:
 
 def text_tokens(policy: ChatPolicy, question: str) -> int:
     """Tokens of the chat prompt around `question`, media placeholders left out."""
-    return len(policy.tokenizer(policy.prompt_text(question), add_special_tokens=False)["input_ids"])
+    text = policy.prompt_text(question)
+    return len(policy.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def question(policy: ChatPolicy, prompt_tokens: int | None) -> str:
