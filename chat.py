@@ -7,11 +7,16 @@
 What one GRPO step asks of it (DESIGN.md, "the data path of one GRPO step"):
 
     batch   = policy.encode_prompts(media, questions)            # B left-padded prompts
-    rollout = policy.generate(batch, N, max_new_tokens, T, seed=s) # B*N completions, KV cache
+    rollout = policy.generate(batch, N, max_new_tokens, T, seed=s) # B*N completions (sampling.py)
     rewards = reward_fn(rollout.texts, ...)                       # rewards.py
     logps   = policy.completion_logps(rollout, T)                 # log pi_theta(o_t | q, o_<t)
     ref     = policy.reference_logps(rollout, T)                  # LoRA: adapters off
     loss, stats = grpo_loss(logps, advantages, rollout.completion_mask, ref_logps=ref, ...)
+
+Sampling and scoring run each distinct prompt once and its N completions on top of its KV
+cache: the decode loop and the shared prefix live in sampling.py, explained step by step there.
+HF `generate` (sampler="hf") and full prompt + completion rows (shared_prefix=False) stay
+selectable, for comparison; tests/test_sampling.py holds one against the other.
 
 The modalities differ only in `_media_inputs` (processor call + the number k of placeholder
 tokens per item) and `_placeholder` (the prompt text for k tokens); the image model also takes
@@ -22,29 +27,31 @@ Decisions and pitfalls, numbered:
    k follows the encoders' arithmetic: an image gives t*h*w patches of 14 px and the merger
    fuses merge x merge of them per token, k = prod(grid_thw) // merge**2; audio gives L mel
    frames, conv2 (stride 2) then an average pool (2) leave k = ((L-1)//2 + 1 - 2)//2 + 1.
-2. The sampling distribution is softmax(logits / T), optionally top-p; the log-probs assume
-   exactly that. So the hub's generation_config (Qwen2.5-VL ships top_k=1, top_p=0.001,
-   repetition_penalty=1.05) is replaced, and top_k=0 is passed because transformers otherwise
-   fills in its global default top_k=50. Either would silently bias the ratio pi / pi_old.
+2. The sampling distribution is softmax(logits / T), optionally truncated by top-k / top-p;
+   the log-probs are of the full softmax(logits / T). For the "hf" sampler the hub's
+   generation_config (Qwen2.5-VL ships top_k=1, top_p=0.001, repetition_penalty=1.05) is
+   replaced, and top_k=0 is passed because transformers otherwise fills in its global default
+   top_k=50. Either would silently bias the ratio pi / pi_old.
 3. Media placeholder tokens (<|image_pad|>, <|video_pad|>, <|AUDIO|>) are never sampled: the
    scoring forward would take them for media slots. A random tiny model does sample them, so
-   generate suppresses them and completion_logps gives them -inf too: one distribution.
+   sampling suppresses them and completion_logps gives them -inf too: one distribution
+   (sampling.scaled_logits serves both).
 4. Prompts are left-padded so all prompts end in one column and new tokens line up. Positions
    count real tokens only (attention_mask.cumsum - 1, as generate does), so padding changes no
    log-prob; the image model derives its 3-D M-RoPE positions from token types + grid + mask.
-5. HF sampling draws from the global torch RNG (torch.multinomial, no generator argument), so
-   `generate` forks that RNG and seeds it from its explicit `seed`: same seed, same samples,
-   and the caller's RNG stream is left untouched.
+5. Sampling is seeded: the decode loop draws from an explicit torch.Generator seeded with
+   `seed` (HF generate draws from the global RNG, which is forked and seeded): same seed, same
+   samples, and the caller's RNG stream is left untouched.
 6. The completion mask keeps tokens up to and including the first EOS (<|im_end|> or
    <|endoftext|>), found by position. Qwen pads with <|endoftext|>, itself an EOS, so a mask
    from `token != pad` would drop the real EOS of every such completion.
 7. Only the T positions that predict completion tokens go through lm_head (V = 152k for Qwen):
-   the backbone runs on prompt + completion and its hidden states are sliced first.
-8. The image encoder runs once per distinct prompt, not once per sampled row: `generate` lets HF
-   repeat the prompts (num_return_sequences, after it has encoded the B images), and
+   the backbone's hidden states are sliced first.
+8. The media encoders run once per distinct prompt, not once per sampled row: the decode loop
+   and the shared-prefix scoring prefill the B distinct prompts only. On the unshared path
    `completion_logps` encodes the B images once per call and hands each row its prompt's
-   features (mm_encoder_outputs). Qwen2-Audio takes no precomputed features (transformers
-   5.24), so its audio encoder still runs once per row.
+   features (mm_encoder_outputs); Qwen2-Audio takes no precomputed features (transformers
+   5.24), so there its audio encoder runs once per row.
 """
 
 import copy
@@ -63,8 +70,8 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+import sampling
+from sampling import take_rows
 from lora import (
     CONFIG_NAME, TARGET_MODULES, adapters_disabled, apply_lora, load_adapter, lora_modules,
     read_adapter_config, save_adapter,
@@ -93,6 +100,7 @@ class Rollout:
     completion_mask: torch.Tensor  # (B*N, T)  1 up to and including the first EOS
     texts: list                    # B*N strings: tokens before the first EOS, specials skipped
     num_generations: int = 1
+    sample_logps: torch.Tensor | None = None  # (B*N, T) each token's sampling log-prob ("loop")
 
 
 def completion_mask(ids, eos_ids):
@@ -115,19 +123,6 @@ def audio_token_count(mel_frames):
     """k = ((L - 1) // 2 + 1 - 2) // 2 + 1 tokens from L mel frames (pitfall 1)."""
     after_conv = (mel_frames - 1) // 2 + 1  # conv2: kernel 3, stride 2, padding 1
     return (after_conv - 2) // 2 + 1  # AvgPool1d(2, stride 2)
-
-
-def take_rows(batch, rows):
-    """The prompt batch restricted to `rows` (1-D LongTensor, repeats allowed), media included.
-
-    pixel_values is not batch-first: it stacks every image's prod(grid_thw) patch rows, so it
-    is split per image before the rows are picked (one image per prompt).
-    """
-    out = {k: v[rows.to(v.device)] for k, v in batch.items() if k != "pixel_values"}
-    if "pixel_values" in batch:
-        per_image = batch["pixel_values"].split(batch["image_grid_thw"].prod(-1).tolist())
-        out["pixel_values"] = torch.cat([per_image[r] for r in rows.tolist()])
-    return out
 
 
 def _media_inputs(processor, modality, media_list):
@@ -349,108 +344,82 @@ class ChatPolicy:
 
     # ------------------------------------------------------------ sampling
     def generate(self, batch, num_generations, max_new_tokens, temperature=1.0, top_p=1.0,
-                 seed=0, greedy=False):
-        """N completions per prompt, sampled in one batched call with KV cache -> Rollout.
+                 seed=0, greedy=False, top_k=0, sampler="loop"):
+        """N completions per prompt -> Rollout (row b*N + i is sample i of prompt b).
 
-        Eval mode (no dropout), no grad, cache on; seeded through a forked RNG (pitfall 5).
+        sampler "loop": sampling.sample, one prefill per distinct prompt, an explicit
+        torch.Generator seeded with `seed`; the Rollout keeps each token's log-prob.
+        "hf": HF generate (for comparison; no log-probs). Eval mode (no dropout), no grad.
         `greedy=True` takes the arg-max token instead (evaluation; temperature is then unused).
         """
         if temperature <= 0 and not greedy:
             raise ValueError("temperature must be > 0 (the log-probs divide by it)")
-        N = num_generations
-        B = batch["input_ids"].shape[0]
-        # HF repeats each prompt N times itself (row b*N + i = sample i of prompt b), after the
-        # media encoder has run on the B distinct prompts only (pitfall 8)
-        config = GenerationConfig(
-            do_sample=not greedy, temperature=None if greedy else temperature,
-            top_p=None if greedy else top_p, top_k=None if greedy else 0, repetition_penalty=1.0,
-            max_new_tokens=max_new_tokens, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-            suppress_tokens=self.suppressed_ids or None, use_cache=True, num_return_sequences=N,
-        )
+        if sampler not in sampling.SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r}; expected one of {sampling.SAMPLERS}")
+        N, B = num_generations, batch["input_ids"].shape[0]
+        settings = dict(temperature=temperature, top_p=top_p, top_k=top_k, greedy=greedy,
+                        suppressed_ids=self.suppressed_ids, eos_ids=self.eos_ids,
+                        pad_id=self.pad_id)  # pitfall 3: placeholders are never sampled
         was_training = self.model.training
         self.model.eval()
-        cuda = [self.device] if self.device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=cuda), torch.no_grad():
-                torch.manual_seed(seed)
-                out = self.model.generate(**batch, generation_config=config)
+            if sampler == "loop":
+                generator = torch.Generator(self.device).manual_seed(seed)
+                ids, logps = sampling.sample(self.model, batch, N, max_new_tokens, generator,
+                                             **settings)
+            else:
+                ids = sampling.hf_generate(self.model, batch, N, max_new_tokens, seed, **settings)
+                logps = None
         finally:
             self.model.train(was_training)
-        batch = take_rows(batch, torch.arange(B).repeat_interleave(N))  # (B*N, P), groups adjacent
-        ids = out[:, batch["input_ids"].shape[1]:]  # (B*N, T) the new tokens only
+        rows = take_rows(batch, torch.arange(B).repeat_interleave(N))  # (B*N, P), groups adjacent
         mask = completion_mask(ids, self.eos_ids)
-        return Rollout(batch, ids, mask, self.decode(ids, mask), N)
+        return Rollout(rows, ids, mask, self.decode(ids, mask), N, logps)
 
     # ------------------------------------------------------------ scoring
-    def completion_logps(self, rollout, temperature=1.0, chunk_size=4, with_grad=True):
+    def completion_logps(self, rollout, temperature=1.0, chunk_size=4, with_grad=True,
+                         shared_prefix=True):
         """log pi(o_t | q, o_<t) of every completion token, (B*N, T) float32.
 
         log_softmax(logits / T) gathered at o_t, with the T used for sampling: another T
         scores another distribution and silently biases the GRPO ratio pi / pi_old. Top-p
         truncation is not applied (as in TRL): the ratio is taken on the full softmax.
-        `chunk_size` rows at a time bound the (chunk, T, V) float32 logits; with grad, the
-        activations of all chunks stay alive for backward (gradient checkpointing or smaller
-        micro-batches bound those). Sets train mode when with_grad (dropout, checkpointing
-        on), eval mode otherwise.
+        shared_prefix: each distinct prompt runs once and its N completions run on top of its
+        keys/values (sampling.shared_prefix_hidden); else every row runs prompt + completion.
+        Same numbers, same gradients. `chunk_size` completion rows at a time bound the
+        (chunk, T, V) float32 logits; with grad, the activations of all chunks stay alive for
+        backward (gradient checkpointing or smaller micro-batches bound those). Sets train
+        mode when with_grad (dropout, checkpointing on), eval mode otherwise.
         """
-        ids = rollout.completion_ids
-        R, T = ids.shape
-        P = rollout.batch["input_ids"].shape[1]
+        ids, N = rollout.completion_ids, rollout.num_generations
         self.model.train(with_grad)
-        N = rollout.num_generations
-        text_batch = {k: v for k, v in rollout.batch.items() if k != "pixel_values"}
-        logps = []
         with torch.set_grad_enabled(with_grad):
-            images = self._image_features(rollout)  # once per call, not once per row (pitfall 8)
-            for start in range(0, R, chunk_size):
-                rows = torch.arange(start, min(start + chunk_size, R))
-                inputs = self._sequence_inputs(take_rows(text_batch, rows), ids[rows])
-                if images is not None:  # row r is a sample of prompt r // N
-                    feats = tuple(images[r // N] for r in rows.tolist())
-                    inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(
-                        pooler_output=feats)}
-                h = self.model.model(**inputs, use_cache=False).last_hidden_state
-                h = h[:, P - 1:P + T - 1]  # (c, T, H): the positions that predict o_1 .. o_T
-                logits = self.model.lm_head(h).float() / temperature  # (c, T, V)
-                if self.suppressed_ids:  # the distribution generate sampled from (pitfall 3)
-                    suppressed = torch.tensor(self.suppressed_ids, device=logits.device)
-                    logits = logits.index_fill(-1, suppressed, float("-inf"))
-                logps.append(logits.log_softmax(-1).gather(-1, ids[rows, :, None]).squeeze(-1))
+            if shared_prefix and N > 1:  # with N = 1 there is nothing to share
+                prompts = take_rows(rollout.batch, torch.arange(0, ids.shape[0], N))  # row b*N
+                chunks = sampling.shared_prefix_hidden(self.model, prompts, ids, N, chunk_size)
+            else:
+                chunks = sampling.unshared_hidden(self.model, rollout.batch, ids, N, chunk_size)
+            logps = [self._token_logps(h, ids[rows], temperature) for rows, h in chunks]
         return torch.cat(logps)  # (B*N, T)
 
-    def _image_features(self, rollout):
-        """The image tokens' features of the B distinct prompts (a tuple of B (k_b, H)), or None."""
-        if "pixel_values" not in rollout.batch:
-            return None
-        R, N = rollout.completion_ids.shape[0], rollout.num_generations
-        first = take_rows(rollout.batch, torch.arange(0, R, N))  # row b*N: prompt b
-        return self.model.model.get_image_features(first["pixel_values"], first["image_grid_thw"],
-                                                   return_dict=True).pooler_output
+    def _token_logps(self, h, ids, temperature):
+        """Hidden states (c, T, H) that predict tokens ids (c, T) -> their log-probs (c, T)."""
+        # Only these positions reach lm_head (pitfall 7); placeholders at -inf (pitfall 3)
+        z = sampling.scaled_logits(self.model.lm_head(h), temperature, self.suppressed_ids)
+        return z.log_softmax(-1).gather(-1, ids[..., None])[..., 0]
 
-    def _sequence_inputs(self, batch, completion_ids):
-        """Backbone inputs for prompt + completion; positions count real tokens only."""
-        ids = torch.cat([batch["input_ids"], completion_ids], 1)  # (c, P+T)
-        # Completion columns attend as in generate; tokens after EOS never reach earlier ones.
-        mask = torch.cat([batch["attention_mask"], torch.ones_like(completion_ids)], 1)
-        inputs = {**batch, "input_ids": ids, "attention_mask": mask}
-        if "mm_token_type_ids" in batch:  # image: the model builds 3-D M-RoPE ids from these
-            inputs["mm_token_type_ids"] = torch.cat(
-                [batch["mm_token_type_ids"], torch.zeros_like(completion_ids)], 1)
-        else:  # 1-D RoPE: position = number of real tokens before this one
-            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-        return inputs
-
-    def reference_logps(self, rollout, temperature=1.0, chunk_size=4, reference=None):
+    def reference_logps(self, rollout, temperature=1.0, chunk_size=4, reference=None,
+                        shared_prefix=True):
         """log pi_ref of the completion tokens, no grad. With LoRA: this model with adapters
         off (no second copy); full fine-tuning: `reference`, a `frozen_copy()` made before
         training."""
         if lora_modules(self.model):
             with adapters_disabled(self.model):
-                return self.completion_logps(rollout, temperature, chunk_size, with_grad=False)
+                return self.completion_logps(rollout, temperature, chunk_size, False, shared_prefix)
         if reference is None:
             raise ValueError("no LoRA adapters: pass reference=policy.frozen_copy() "
                              "made before training")
-        return reference.completion_logps(rollout, temperature, chunk_size, with_grad=False)
+        return reference.completion_logps(rollout, temperature, chunk_size, False, shared_prefix)
 
     def sft_loss(self, batch, target_texts, chunk_size=4):
         """Completion-only cross-entropy: mean over target tokens of -log p(y_t | prompt, y_<t).

@@ -1,12 +1,13 @@
 """Chat routes: the SFT loop and the GRPO loop of a ChatPolicy (face VLM and HIR-SDD audio LLM).
 
-One GRPO step (DESIGN.md, "the data path of one GRPO step"):
+One GRPO step (DESIGN.md, "the data path of one GRPO step"; `grpo_step`):
 
-    B prompts -> policy.generate: N completions each, one batched call, KV cache, no grad
+    B prompts -> policy.generate: N completions each, one prefill per prompt (sampling.py)
               -> reward_fn on each completion text               (rewards.py, per route)
               -> A_i = group_advantages(r)                         (grpo.py, face paper Eq. 2)
               -> old log-probs only if mu > 1; reference log-probs only if beta > 0
-                 (LoRA: the same weights with adapters off, no second copy)
+                 (LoRA: the same weights with adapters off, no second copy); each prompt
+                 runs once, its N completions on top of its KV cache (shared_prefix)
               -> mu updates of grpo_loss, then the optimizer step
               -> one JSON line: loss, reward and each reward part, KL, clip fractions,
                  completion length, share of groups whose rewards are all equal
@@ -16,9 +17,19 @@ function and the stages; this file holds only what both share. Departures:
 1. mu = 1 by default (one update per rollout, as TRL's default): the ratio is then 1 in value,
    old log-probs are never computed, and clipping never fires; mu > 1 is selectable.
 2. Evaluation decodes greedily (the face paper does not say how it decodes at test time).
+3. Dropout is off during GRPO, in every pass: sampling, old, reference and update (TRL's
+   `disable_dropout` option; LoRA dropout is 0.05 in the face recipe and 0.1 in the HIR one).
+   Sampling and the no-grad passes run in eval mode, the update in train mode; with dropout on,
+   the update would score another, randomly thinned policy, and the ratio pi / pi_old at the
+   first update would be exp(noise) instead of 1 (0.83-1.38 measured on the 7B set-up), so
+   clipping would fire before any weight moved. SFT keeps its dropout.
+4. Sampling runs under the same bf16 autocast as scoring (on CUDA), so the sampled tokens'
+   log-probs are those of the policy the loss sees (fp32 sampling scored in bf16 differed by up
+   to 0.009 nats/token on the 7B set-up).
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +61,10 @@ class ChatConfig:
     max_new_tokens: int = option(256, "longest completion")
     temperature: float = option(1.0, "sampling temperature (the log-probs use the same)")
     top_p: float = option(1.0, "nucleus sampling")
+    top_k: int = option(0, "top-k sampling (0: off)")
+    sampler: str = option("loop", "loop: our decode loop, one prefill per prompt | hf: HF generate")
+    shared_prefix: bool = option(True, "score each prompt once, its N completions on its KV cache "
+                                       "(False: every row runs prompt + completion)")
     # GRPO
     beta: float = option(0.04, "weight of the k3 KL to the reference")
     clip_eps: float = option(0.2, "epsilon of the clipped surrogate")
@@ -151,6 +166,72 @@ def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, 
     log.close()
 
 
+@contextmanager
+def dropout_off(model):
+    """Every nn.Dropout of `model` at p = 0 inside the block, restored after (departure 3).
+
+    As TRL's disable_dropout: nn.Dropout modules only (LoRA's among them). The functional
+    dropout rates of the Qwen configs (attention_dropout, the audio encoder's dropout) are 0 in
+    the released checkpoints."""
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    before = [m.p for m in drops]
+    for m in drops:
+        m.p = 0.0
+    try:
+        yield
+    finally:
+        for m, p in zip(drops, before):
+            m.p = p
+
+
+def _no_lap(phase: str) -> None:
+    return None
+
+
+def grpo_step(policy: ChatPolicy, batch_ex: list[ChatExample], reward_fn, cfg: ChatConfig,
+              step: int, optim: tuple, out: Path, reference: ChatPolicy | None = None,
+              lap=_no_lap) -> dict:
+    """One GRPO step on the B prompts of `batch_ex` (module docstring), mu optimizer steps.
+
+    optim = (params, optimizer, scheduler); `lap(phase)` is called at the end of each phase
+    (bench.py times them). Returns the rollout, rewards, reward parts, the last update's loss
+    statistics, loss value and gradient norm.
+    """
+    device, N = policy.device, cfg.num_generations
+    bf16 = cfg.bf16 and device.type == "cuda"
+    score = dict(temperature=cfg.temperature, chunk_size=cfg.logp_chunk,
+                 shared_prefix=cfg.shared_prefix)
+    with dropout_off(policy.model):  # departure 3: every pass scores one policy
+        with torch.no_grad(), train.autocast(device, bf16):  # departure 4: one precision
+            rollout = policy.generate(_encode(policy, batch_ex), N, cfg.max_new_tokens,
+                                      cfg.temperature, cfg.top_p, top_k=cfg.top_k,
+                                      seed=train.seed_for(cfg.seed, step), sampler=cfg.sampler)
+        lap("generate")
+        mask = rollout.completion_mask                                         # (B*N, T)
+        group_ex = [ex for ex in batch_ex for _ in range(N)]
+        rewards, parts = reward_fn(rollout.texts, group_ex, mask.sum(1))       # (B*N,)
+        rewards = rewards.to(device)
+        advantages = grpo.group_advantages(rewards, N, scale=cfg.adv_scale)   # (B*N,)
+        lap("rewards")
+        with torch.no_grad(), train.autocast(device, bf16):
+            old = (policy.completion_logps(rollout, with_grad=False, **score)
+                   if cfg.mu > 1 else None)
+            ref = (policy.reference_logps(rollout, reference=reference, **score)
+                   if cfg.beta > 0 else None)
+        lap("ref_old_logps")
+        for _ in range(cfg.mu):
+            with train.autocast(device, bf16):
+                logps = policy.completion_logps(rollout, with_grad=True, **score)
+            loss, stats = grpo.grpo_loss(logps, advantages, mask, old_logps=old, ref_logps=ref,
+                                         clip_eps=cfg.clip_eps, beta=cfg.beta,
+                                         loss_type=cfg.loss_type,
+                                         max_completion_length=cfg.max_new_tokens)
+            value, grad_norm = _update(loss, step, out, *optim, cfg)
+        lap("learn")
+    return dict(rollout=rollout, rewards=rewards, parts=parts, stats=stats, loss=value,
+                grad_norm=grad_norm)
+
+
 def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: ChatConfig,
                out: Path, steps: int, reference: ChatPolicy | None = None) -> None:
     """GRPO on `examples`. reward_fn(texts, examples, lengths) -> (rewards (B*N,), parts dict).
@@ -160,8 +241,7 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
     `reference`: pi_ref for full fine-tuning when resuming (a frozen copy of the start point);
     without it a frozen copy of the *current* weights is made, which is right only at step 0.
     """
-    device, N = policy.device, cfg.num_generations
-    bf16 = cfg.bf16 and device.type == "cuda"
+    N = cfg.num_generations
     # Full fine-tuning keeps a frozen copy as pi_ref; with LoRA the adapters-off model serves.
     if reference is None and cfg.beta > 0 and cfg.lora_r == 0:
         reference = policy.frozen_copy()
@@ -169,29 +249,12 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
     for step in tqdm(range(start, steps), desc=out.name, leave=False):
         batch_ex = [examples[i] for i in train.batch_indices(len(examples), cfg.batch_size,
                                                              cfg.seed, step)]
-        rollout = policy.generate(_encode(policy, batch_ex), N, cfg.max_new_tokens,
-                                  cfg.temperature, cfg.top_p, seed=train.seed_for(cfg.seed, step))
-        mask = rollout.completion_mask                                         # (B*N, T)
-        group_ex = [ex for ex in batch_ex for _ in range(N)]
-        rewards, parts = reward_fn(rollout.texts, group_ex, mask.sum(1))       # (B*N,)
-        rewards = rewards.to(device)
-        advantages = grpo.group_advantages(rewards, N, scale=cfg.adv_scale)   # (B*N,)
-        with torch.no_grad(), train.autocast(device, bf16):
-            old = (policy.completion_logps(rollout, cfg.temperature, cfg.logp_chunk, False)
-                   if cfg.mu > 1 else None)
-            ref = (policy.reference_logps(rollout, cfg.temperature, cfg.logp_chunk, reference)
-                   if cfg.beta > 0 else None)
-        for _ in range(cfg.mu):
-            with train.autocast(device, bf16):
-                logps = policy.completion_logps(rollout, cfg.temperature, cfg.logp_chunk)
-            loss, stats = grpo.grpo_loss(logps, advantages, mask, old_logps=old, ref_logps=ref,
-                                         clip_eps=cfg.clip_eps, beta=cfg.beta,
-                                         loss_type=cfg.loss_type,
-                                         max_completion_length=cfg.max_new_tokens)
-            value, grad_norm = _update(loss, step, out, params, opt, sched, cfg)
-        log.log(step + 1, loss=value, reward=rewards.mean(), lr=sched.get_last_lr()[0],
-                grad_norm=grad_norm, equal_share=grpo.equal_reward_share(rewards, N),
-                **stats, **{f"reward_{k}": v.mean() for k, v in parts.items()})
+        r = grpo_step(policy, batch_ex, reward_fn, cfg, step, (params, opt, sched), out,
+                      reference)
+        rewards = r["rewards"]
+        log.log(step + 1, loss=r["loss"], reward=rewards.mean(), lr=sched.get_last_lr()[0],
+                grad_norm=r["grad_norm"], equal_share=grpo.equal_reward_share(rewards, N),
+                **r["stats"], **{f"reward_{k}": v.mean() for k, v in r["parts"].items()})
     _checkpoint(policy, out, opt, sched, steps)
     log.close()
 
@@ -203,6 +266,7 @@ def generate_answers(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatC
     with train.autocast(policy.device, cfg.bf16 and policy.device.type == "cuda"):
         for start in range(0, len(examples), cfg.eval_batch_size):
             chunk = examples[start:start + cfg.eval_batch_size]
-            rollout = policy.generate(_encode(policy, chunk), 1, cfg.max_new_tokens, greedy=True)
+            rollout = policy.generate(_encode(policy, chunk), 1, cfg.max_new_tokens, greedy=True,
+                                      sampler=cfg.sampler)
             texts += rollout.texts
     return texts

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench
+import bench_chat
+import measure
 from tiny import tiny_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +35,19 @@ def test_quick_json_has_the_issue_keys(quick):
         assert is_stats(c[key]["tiny"]) and c[key]["tiny"]["n"] == 3
     assert set(h["phase_seconds"]) == {"text", "text_lora", "image", "image_lora"}
     for run, phases in h["phase_seconds"].items():
-        assert set(phases) == set(bench.PHASES) | {"total"}
+        assert set(phases) == set(bench_chat.PHASES) | {"total"}
         assert all(is_stats(s) for s in phases.values())
         assert 0 < h["generate_share"][run] < 1
         assert h["runs"][run]["memory_bytes"]["activations"] > 0
-    if h["ours_over_trl"] is None:  # the project's test environment has no trl
-        assert "trl is not installed" in h["trl"]["skipped"]
-    else:
-        assert is_stats(h["ours_over_trl"])
+    for part, (fast, slow) in (("sampling", ("loop", "hf")), ("scoring", ("shared", "unshared"))):
+        assert set(h[part]) == set(bench_chat.WORKLOADS)
+        assert all(is_stats(r[k]) for r in h[part].values() for k in (fast, slow, "speedup"))
+    assert set(h["trl"]) == {"short", "256"}
+    for length, t in h["trl"].items():
+        if h["ours_over_trl"][length] is None:  # the project's test environment has no trl
+            assert "trl is not installed" in t["skipped"]
+        else:
+            assert is_stats(h["ours_over_trl"][length])
 
 
 def test_lora_run_holds_base_plus_adapters_and_no_reference(quick):
@@ -65,23 +71,23 @@ def test_lora_run_holds_base_plus_adapters_and_no_reference(quick):
 def test_saved_activations_counts_each_storage_once_and_skips_parameters():
     lin = torch.nn.Linear(4, 3)
     x = torch.randn(2, 4)
-    with bench.saved_activations(lin) as act:
+    with measure.saved_activations(lin) as act:
         h = lin(x)               # addmm saves x (2*4 floats); the weight is a parameter
         (h * h).sum()            # mul saves h twice: one storage of 2*3 floats
     assert act["bytes"] == 4 * (2 * 4 + 2 * 3)
-    with bench.saved_activations(lin, enabled=False) as act:
+    with measure.saved_activations(lin, enabled=False) as act:
         lin(x).sum()
     assert act["bytes"] is None
 
 
 def test_storage_bytes_counts_views_once():
     a, b = torch.zeros(10), torch.zeros(3, dtype=torch.float64)
-    assert bench.storage_bytes([a, a[2:5], a.view(2, 5), b]) == 4 * 10 + 8 * 3
+    assert measure.storage_bytes([a, a[2:5], a.view(2, 5), b]) == 4 * 10 + 8 * 3
 
 
 def test_interleaved_alternates_and_drops_warmup():
     calls = []
-    times = bench.interleaved({"a": lambda r: calls.append(("a", r)),
+    times = measure.interleaved({"a": lambda r: calls.append(("a", r)),
                                "b": lambda r: calls.append(("b", r))}, 2, 1, torch.device("cpu"))
     assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
     assert [len(v) for v in times.values()] == [2, 2]

@@ -162,11 +162,13 @@ def test_generate_stops_at_the_first_eos():
         hook.remove()
     lengths = r.completion_mask.sum(1)
     assert (lengths < r.completion_ids.shape[1]).any()  # some rows stopped early
-    for row, n, text in zip(r.completion_ids, lengths.tolist(), r.texts):
+    for row, logps, n, text in zip(r.completion_ids, r.sample_logps, lengths.tolist(), r.texts):
+        assert (logps[:n] < 0).all()  # a log-prob for every sampled token ...
         if n < len(row) or row[-1] in pol.eos_ids:
             assert row[n - 1] in pol.eos_ids  # the mask ends on the first EOS ...
             assert (row[:n - 1, None] != torch.tensor(pol.eos_ids)).all()
             assert (row[n:] == pol.pad_id).all()  # ... and generate padded after it
+            assert (logps[n:] == 0).all()  # ... and none for the padding
             assert text == pol.tokenizer.decode(row[:n - 1], skip_special_tokens=True)
 
 
@@ -174,7 +176,9 @@ def test_generate_stops_at_the_first_eos():
 def sampled_logits(policy, batch, **kw):
     """The logits lm_head produced at each sampling step (KV-cache path), captured by a hook."""
     steps = []
-    hook = policy.model.lm_head.register_forward_hook(lambda m, i, out: steps.append(out[:, -1]))
+    # HF generate's lm_head sees (R, 1, H), the decode loop's (R, H): keep the last position
+    hook = policy.model.lm_head.register_forward_hook(
+        lambda m, i, out: steps.append(out.view(out.shape[0], -1, out.shape[-1])[:, -1]))
     try:
         rollout = policy.generate(batch, **kw)
     finally:
@@ -182,16 +186,18 @@ def sampled_logits(policy, batch, **kw):
     return rollout, torch.stack(steps, 1)  # (B*N, T, V)
 
 
-def test_logps_equal_the_sampling_steps(policy):
+@pytest.mark.parametrize("sampler", ["loop", "hf"])
+def test_logps_equal_the_sampling_steps(policy, sampler):
     temperature = 0.7
     rollout, logits = sampled_logits(policy, prompt_batch(policy), num_generations=2,
-                                     max_new_tokens=10, temperature=temperature, seed=3)
+                                     max_new_tokens=10, temperature=temperature, seed=3,
+                                     sampler=sampler)
     logits[..., policy.suppressed_ids] = float("-inf")  # the tokens generate may not sample
     step = (logits / temperature).log_softmax(-1)
     step = step.gather(-1, rollout.completion_ids[..., None])[..., 0]  # (B*N, T)
     m = rollout.completion_mask.bool()
-    for chunk_size in (1, 64):
-        logps = policy.completion_logps(rollout, temperature, chunk_size, with_grad=False)
+    for chunk_size, shared in ((1, True), (64, True), (4, False)):
+        logps = policy.completion_logps(rollout, temperature, chunk_size, False, shared)
         torch.testing.assert_close(logps[m], step[m], atol=2e-5, rtol=1e-4)
     # Scoring at another temperature is a different distribution: the ratio would be biased.
     wrong = policy.completion_logps(rollout, 1.0, with_grad=False)
