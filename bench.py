@@ -70,7 +70,7 @@ from bench_chat import chat_bench, chat_config, print_chat_report, sampling_benc
     trl_bench
 from measure import fmt, interleaved, saved_activations, state_bytes, stats
 from models import SSLClassifier, small_wav2vec2_config
-from train_classifier import ClassifierConfig, grpo_step_loss, sft_loss
+from train_classifier import ClassifierConfig, grpo_step_loss, label_generators, sft_loss
 
 PARTS = ("classifier", "step", "sampling", "scoring", "trl")  # what --parts can select
 TARGETS = {"grpo_beta0": 1.05, "grpo_beta": 1.4, "grpo_old": 1.75}  # x the SFT step (issue 3)
@@ -105,13 +105,14 @@ def classifier_bench(size: str, device, repeats: int, warmup: int, B=8, seconds=
         model = run["model"]
         if name == "grpo_old" and r % K == 0:  # pi_old <- pi_theta, as the loop does it
             run["old"] = copy.deepcopy(model).eval().requires_grad_(False)
-        model.train()
+        model.train(name == "sft")  # as the loop: GRPO scores its models in eval mode
         with saved_activations(model, count) as act, train.autocast(device, bf16):
             if name == "sft":
                 loss, _ = sft_loss(model, wav, lengths, labels, cfg)
             else:
-                gen = torch.Generator(device=device).manual_seed(train.seed_for(0, r, 2))
-                loss, _ = grpo_step_loss(model, wav, lengths, labels, cfg, gen, run["ref"], run["old"])
+                gens = label_generators(cfg, r, range(len(labels)), device)
+                loss, _ = grpo_step_loss(model, wav, lengths, labels, cfg, gens, run["ref"],
+                                         run["old"])
         train_chat._update(loss, r, Path("bench"), list(model.parameters()), run["opt"],
                            run["sched"], cfg)
         models = [m for m in (model, run["ref"], run["old"]) if m is not None]
