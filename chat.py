@@ -348,7 +348,8 @@ class ChatPolicy:
         """N completions per prompt -> Rollout (row b*N + i is sample i of prompt b).
 
         sampler "loop": sampling.sample, one prefill per distinct prompt, an explicit
-        torch.Generator seeded with `seed`; the Rollout keeps each token's log-prob.
+        torch.Generator seeded with `seed` (or one per prompt, `seed` a list of B seeds); the
+        Rollout keeps each token's log-prob.
         "hf": HF generate (for comparison; no log-probs). Eval mode (no dropout), no grad.
         `greedy=True` takes the arg-max token instead (evaluation; temperature is then unused).
         """
@@ -363,11 +364,16 @@ class ChatPolicy:
         was_training = self.model.training
         self.model.eval()
         try:
-            if sampler == "loop":
-                generator = torch.Generator(self.device).manual_seed(seed)
+            if sampler == "loop":  # one generator, or one per prompt (a list of B seeds)
+                generator = ([torch.Generator(self.device).manual_seed(s) for s in seed]
+                             if isinstance(seed, (list, tuple)) else
+                             torch.Generator(self.device).manual_seed(seed))
                 ids, logps = sampling.sample(self.model, batch, N, max_new_tokens, generator,
                                              **settings)
             else:
+                if isinstance(seed, (list, tuple)):
+                    raise ValueError("one seed per prompt needs sampler='loop' (HF generate "
+                                     "draws from one global stream)")
                 ids = sampling.hf_generate(self.model, batch, N, max_new_tokens, seed, **settings)
                 logps = None
         finally:
@@ -421,14 +427,16 @@ class ChatPolicy:
                              "made before training")
         return reference.completion_logps(rollout, temperature, chunk_size, False, shared_prefix)
 
-    def sft_loss(self, batch, target_texts, chunk_size=4):
+    def sft_loss(self, batch, target_texts, chunk_size=4, return_tokens=False):
         """Completion-only cross-entropy: mean over target tokens of -log p(y_t | prompt, y_<t).
 
         Targets are the texts plus <|im_end|> (so the model learns to stop). Prompt positions
         carry no target (HF's label -100): only target positions reach lm_head at all. p is
-        the policy's distribution, media placeholders excluded (pitfall 3).
+        the policy's distribution, media placeholders excluded (pitfall 3). `return_tokens`
+        also returns how many target tokens the mean is over (to weigh processes' shares).
         """
         rollout = self.encode_targets(batch, target_texts)
         logps = self.completion_logps(rollout, 1.0, chunk_size, with_grad=True)
         mask = rollout.completion_mask
-        return -(logps * mask).sum() / mask.sum()
+        loss = -(logps * mask).sum() / mask.sum()
+        return (loss, int(mask.sum())) if return_tokens else loss

@@ -10,9 +10,10 @@ the loops read the same either way. What the loops do with it (each line marked 
   - a step's global batch is the same list on every rank (it derives from (seed, step)); each
     rank takes its contiguous share (`shard`), so GRPO's N draws of an utterance stay on one
     rank;
-  - the model is wrapped in DistributedDataParallel (`wrap`): backward averages the gradients
-    over the ranks; each rank's mean loss is scaled by its share (`weight`), so the average is
-    the gradient of the global batch's mean loss even when the shares differ by one;
+  - the classifier is wrapped in DistributedDataParallel (`wrap`): backward averages the
+    gradients over the ranks; the chat loops average them with one all-reduce after backward
+    (`average_gradients`); each rank's mean loss is scaled by its share (`weight_of`), so the
+    average is the gradient of the global batch's mean loss even when the shares differ;
   - what needs the whole batch gathers it (`gather`): GRPO's "batch" advantages normalise by
     the mean and std of every reward of the global batch; logged statistics are averaged;
   - only rank 0 scores the dev set, writes checkpoints, logs and tables (`is_main`); the others
@@ -53,11 +54,29 @@ class Dist:
         start, end = self.bounds(len(items))
         return items[start:end]
 
-    def weight(self, n: int) -> float:
-        """The factor that makes the ranks' mean losses average to the global batch's mean:
-        a share of n_r of n items weighs n_r * world / n (1 when the shares are equal)."""
-        start, end = self.bounds(n)
-        return (end - start) * self.world / n
+    def weight_of(self, local: float) -> float:
+        """The factor that makes the ranks' mean losses average to the mean over all items: a
+        rank whose mean loss is over `local` items (utterances, sequences or tokens) weighs
+        local * world / (the sum of every rank's local); 1 with one process."""
+        if self.world == 1:
+            return 1.0
+        total = torch.tensor(float(local), dtype=torch.float64)
+        td.all_reduce(total)
+        return float(local) * self.world / float(total)
+
+    def average_gradients(self, params) -> None:
+        """Data parallelism written out: every gradient averaged over the ranks with one
+        all-reduce of their concatenation (what DistributedDataParallel does in buckets).
+        The chat loops use it: their scoring pass runs several forwards (chunks, a shared
+        prompt) before one backward, which DistributedDataParallel's reducer does not take."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        td.all_reduce(flat)
+        flat /= self.world
+        for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(part.view_as(g))
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """DistributedDataParallel over the model's trainable parameters (K = 1: the model)."""

@@ -103,6 +103,17 @@ def truncate(z, top_p=1.0, top_k=0):
     return z
 
 
+def uniform_noise(shape, generator, device):
+    """U(0, 1) noise of shape (R, V) from one generator, or from a list of G generators, each
+    drawing the rows of one prompt (R / G rows): then a prompt's samples depend on its own seed
+    only, not on which other prompts share the batch (or the process, under torchrun)."""
+    if isinstance(generator, torch.Generator) or generator is None:
+        return torch.rand(shape, generator=generator, device=device)
+    rows = shape[0] // len(generator)
+    return torch.cat([torch.rand((rows, *shape[1:]), generator=g, device=device)
+                      for g in generator])
+
+
 def draw(z, generator, top_p=1.0, top_k=0, greedy=False):
     """One token per row from softmax(z) truncated to top-k / top-p (or the arg-max when greedy)
     -> (tokens (R,), their log-prob under the full softmax(z) (R,), departure 1).
@@ -117,7 +128,7 @@ def draw(z, generator, top_p=1.0, top_k=0, greedy=False):
     else:
         if top_p < 1.0 or top_k > 0:
             z = truncate(z, top_p, top_k)
-        u = torch.rand(z.shape, generator=generator, device=z.device)  # (R, V) U(0, 1)
+        u = uniform_noise(z.shape, generator, z.device)  # (R, V) U(0, 1)
         gumbel = -(-u.log()).log()  # u = 0 (chance 2**-24) gives -inf: that token sits out
         token = (z + gumbel).argmax(-1)  # (R,)
     return token, logp.gather(-1, token[:, None])[:, 0]

@@ -273,8 +273,10 @@ class JsonlLog:
     Resumed at a checkpoint of step k (`resume_step`), the rows logged after k by the run that
     was cut short are dropped: the resumed run logs those steps again."""
 
-    def __init__(self, path: Path, resume: bool = False, resume_step: int | None = None):
-        self.path = Path(path)
+    def __init__(self, path: Path | None, resume: bool = False, resume_step: int | None = None):
+        self.path = path and Path(path)
+        if self.path is None:  # a process that does not write (not rank 0): log() does nothing
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume and resume_step is not None and self.path.is_file():
             keep = [line for line in self.path.read_text().splitlines(keepends=True)
@@ -284,13 +286,16 @@ class JsonlLog:
         self.t0 = time.time()
 
     def log(self, step: int, **values) -> None:
+        if self.path is None:
+            return
         row = {"step": step, "time": round(time.time() - self.t0, 3)}
         row.update({k: _plain(v) for k, v in values.items()})
         self.file.write(json.dumps(row) + "\n")
         self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.path is not None:
+            self.file.close()
 
 
 def write_report(folder: Path, text: str, name: str = "tables.md") -> Path:

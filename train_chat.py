@@ -29,6 +29,7 @@ function and the stages; this file holds only what both share. Departures:
 """
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+import distributed
 import grpo
 import train
 from train import option
@@ -119,50 +121,77 @@ def _encode(policy: ChatPolicy, examples: list[ChatExample]) -> dict:
     return policy.encode_prompts([ex.media for ex in examples], [ex.question for ex in examples])
 
 
-def _setup(policy, cfg: ChatConfig, out: Path):
-    """Optimizer, scheduler, log, and the start step (restored from `cfg.resume` if given)."""
+def _setup(policy, cfg: ChatConfig, out: Path, kind: str, dist: distributed.Dist):
+    """Optimizer, scheduler, log, and the start step (restored from `cfg.resume` if given: a
+    checkpoint of another kind of stage or another seed is refused, the lr asked for now is
+    applied, the log's rows after the checkpoint are dropped). Rank 0 alone writes."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
     start = 0
     if cfg.resume:
-        state = train.load_trainer_state(cfg.resume)
+        state = train.load_trainer_state(train.resolve_checkpoint(cfg.resume))
+        seed = state.get("config", {}).get("seed", cfg.seed)
+        if state.get("kind", kind) != kind or seed != cfg.seed:
+            raise ValueError(f"{cfg.resume} was written by a {state.get('kind')} stage of seed "
+                             f"{seed}; this is a {kind} stage of seed {cfg.seed}: refused")
         opt.load_state_dict(state["optimizer"]), sched.load_state_dict(state["scheduler"])
+        train.apply_lr(cfg.lr, opt, sched)
         start = state["step"]
-    out.mkdir(parents=True, exist_ok=True)
-    train.save_config(cfg, out)
-    return params, opt, sched, start, train.JsonlLog(out / "metrics.jsonl", resume=bool(cfg.resume))
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        train.save_config(cfg, out)
+    log = train.JsonlLog(out / "metrics.jsonl" if dist.is_main else None,
+                         resume=bool(cfg.resume), resume_step=start)
+    return params, opt, sched, start, log
 
 
-def _update(loss, step, out, params, opt, sched, cfg) -> tuple[float, torch.Tensor]:
-    """NaN guard, backward, clip, optimizer and scheduler step."""
+def _update(loss, step, out, params, opt, sched, cfg, dist=distributed.Dist(), weight=1.0):
+    """NaN guard, backward (scaled by this rank's share), the ranks' gradients averaged, clip,
+    a gradient-norm guard, optimizer and scheduler step."""
     value = train.check_finite(loss, step, out)
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss * weight).backward()
+    dist.average_gradients(params)  # dist: what DDP does, after backward
     grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    train.check_finite(grad_norm, step, out, what="gradient norm")  # before the weights move
     opt.step(), sched.step()
     return value, grad_norm
 
 
-def _checkpoint(policy, out, opt, sched, step):
-    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step}
-    train.save_checkpoint(out / "last", policy.save, state)
+def _checkpoint(policy, out, opt, sched, step, kind, cfg, dist):
+    """last/ of a stage (rank 0; never with non-finite weights), the others wait for it."""
+    if dist.is_main:
+        train.check_weights(policy.model, step, out)
+        state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                 "kind": kind, "config": dataclasses.asdict(cfg)}
+        train.save_checkpoint(out / "last", policy.save, state)
+    dist.barrier()
+
+
+def _share(examples, cfg: ChatConfig, step: int, dist: distributed.Dist):
+    """This rank's examples of the step's global batch, and their positions in it."""
+    everyone = train.batch_indices(len(examples), cfg.batch_size, cfg.seed, step)
+    positions = dist.shard(list(range(len(everyone))))
+    return [examples[everyone[i]] for i in positions], positions
 
 
 def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, out: Path,
               steps: int) -> None:
     """Completion-only cross-entropy on each example's `target` (prompt tokens carry no loss)."""
-    device = policy.device
-    params, opt, sched, start, log = _setup(policy, cfg, out)
-    for step in tqdm(range(start, steps), desc=out.name, leave=False):
-        batch_ex = [examples[i] for i in train.batch_indices(len(examples), cfg.batch_size,
-                                                             cfg.seed, step)]
+    device, dist = policy.device, distributed.setup()
+    params, opt, sched, start, log = _setup(policy, cfg, out, "sft", dist)
+    for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
+        batch_ex, _ = _share(examples, cfg, step, dist)  # dist: this rank's share
         with train.autocast(device, cfg.bf16 and device.type == "cuda"):
-            loss = policy.sft_loss(_encode(policy, batch_ex), [ex.target for ex in batch_ex],
-                                   cfg.logp_chunk)
-        value, grad_norm = _update(loss, step, out, params, opt, sched, cfg)
-        log.log(step + 1, loss=value, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
-    _checkpoint(policy, out, opt, sched, steps)
+            loss, tokens = policy.sft_loss(_encode(policy, batch_ex),
+                                           [ex.target for ex in batch_ex], cfg.logp_chunk,
+                                           return_tokens=True)
+        value, grad_norm = _update(loss, step, out, params, opt, sched, cfg, dist,
+                                   dist.weight_of(tokens))  # dist: a mean over tokens
+        log.log(step + 1, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
+                **dist.mean({"loss": value}, cfg.batch_size))
+    _checkpoint(policy, out, opt, sched, steps, "sft", cfg, dist)
     log.close()
 
 
@@ -190,28 +219,41 @@ def _no_lap(phase: str) -> None:
 
 def grpo_step(policy: ChatPolicy, batch_ex: list[ChatExample], reward_fn, cfg: ChatConfig,
               step: int, optim: tuple, out: Path, reference: ChatPolicy | None = None,
-              lap=_no_lap) -> dict:
+              lap=_no_lap, positions=None, dist=distributed.Dist()) -> dict:
     """One GRPO step on the B prompts of `batch_ex` (module docstring), mu optimizer steps.
 
     optim = (params, optimizer, scheduler); `lap(phase)` is called at the end of each phase
-    (bench.py times them). Returns the rollout, rewards, reward parts, the last update's loss
-    statistics, loss value and gradient norm.
+    (bench.py times them). `positions`: the prompts' places in the step's global batch (their
+    sampling seeds derive from them, so a prompt draws the same completions whichever process
+    holds it). Returns the rollout, rewards, reward parts, the last update's loss statistics,
+    loss value and gradient norm.
     """
     device, N = policy.device, cfg.num_generations
     bf16 = cfg.bf16 and device.type == "cuda"
+    positions = range(len(batch_ex)) if positions is None else positions
+    seeds = ([train.seed_for(cfg.seed, step, p) for p in positions] if cfg.sampler == "loop"
+             else train.seed_for(cfg.seed, step))
     score = dict(temperature=cfg.temperature, chunk_size=cfg.logp_chunk,
                  shared_prefix=cfg.shared_prefix)
     with dropout_off(policy.model):  # departure 3: every pass scores one policy
         with torch.no_grad(), train.autocast(device, bf16):  # departure 4: one precision
             rollout = policy.generate(_encode(policy, batch_ex), N, cfg.max_new_tokens,
-                                      cfg.temperature, cfg.top_p, top_k=cfg.top_k,
-                                      seed=train.seed_for(cfg.seed, step), sampler=cfg.sampler)
+                                      cfg.temperature, cfg.top_p, top_k=cfg.top_k, seed=seeds,
+                                      sampler=cfg.sampler)
         lap("generate")
         mask = rollout.completion_mask                                         # (B*N, T)
+        if rollout.sample_logps is not None:  # NaN logits sample garbage: stop here, not later
+            train.check_finite((rollout.sample_logps * mask).sum(), step, out,
+                               what="a sampled token's log-prob")
         group_ex = [ex for ex in batch_ex for _ in range(N)]
         rewards, parts = reward_fn(rollout.texts, group_ex, mask.sum(1))       # (B*N,)
         rewards = rewards.to(device)
-        advantages = grpo.group_advantages(rewards, N, scale=cfg.adv_scale)   # (B*N,)
+        # dist: "batch" advantages need every reward of the global batch; then ours
+        everyone = dist.gather(rewards)
+        start, end = dist.bounds(len(everyone) // N)
+        advantages = grpo.group_advantages(everyone, N, scale=cfg.adv_scale)[start * N:end * N]
+        # dist: a mean over sequences or over tokens, whichever the loss type averages
+        weight = dist.weight_of(mask.sum() if cfg.loss_type in ("bnpo", "dapo") else len(mask))
         lap("rewards")
         with torch.no_grad(), train.autocast(device, bf16):
             old = (policy.completion_logps(rollout, with_grad=False, **score)
@@ -226,7 +268,7 @@ def grpo_step(policy: ChatPolicy, batch_ex: list[ChatExample], reward_fn, cfg: C
                                          clip_eps=cfg.clip_eps, beta=cfg.beta,
                                          loss_type=cfg.loss_type,
                                          max_completion_length=cfg.max_new_tokens)
-            value, grad_norm = _update(loss, step, out, *optim, cfg)
+            value, grad_norm = _update(loss, step, out, *optim, cfg, dist, weight)
         lap("learn")
     return dict(rollout=rollout, rewards=rewards, parts=parts, stats=stats, loss=value,
                 grad_norm=grad_norm)
@@ -241,21 +283,22 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
     `reference`: pi_ref for full fine-tuning when resuming (a frozen copy of the start point);
     without it a frozen copy of the *current* weights is made, which is right only at step 0.
     """
-    N = cfg.num_generations
+    N, dist = cfg.num_generations, distributed.setup()
     # Full fine-tuning keeps a frozen copy as pi_ref; with LoRA the adapters-off model serves.
     if reference is None and cfg.beta > 0 and cfg.lora_r == 0:
         reference = policy.frozen_copy()
-    params, opt, sched, start, log = _setup(policy, cfg, out)
-    for step in tqdm(range(start, steps), desc=out.name, leave=False):
-        batch_ex = [examples[i] for i in train.batch_indices(len(examples), cfg.batch_size,
-                                                             cfg.seed, step)]
+    params, opt, sched, start, log = _setup(policy, cfg, out, "grpo", dist)
+    for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
+        batch_ex, positions = _share(examples, cfg, step, dist)  # dist: this rank's prompts
         r = grpo_step(policy, batch_ex, reward_fn, cfg, step, (params, opt, sched), out,
-                      reference)
+                      reference, positions=positions, dist=dist)
         rewards = r["rewards"]
-        log.log(step + 1, loss=r["loss"], reward=rewards.mean(), lr=sched.get_last_lr()[0],
-                grad_norm=r["grad_norm"], equal_share=grpo.equal_reward_share(rewards, N),
-                **r["stats"], **{f"reward_{k}": v.mean() for k, v in r["parts"].items()})
-    _checkpoint(policy, out, opt, sched, steps)
+        stats = dict(r["stats"], loss=r["loss"], reward=rewards.mean(),
+                     equal_share=grpo.equal_reward_share(rewards, N),
+                     **{f"reward_{k}": v.mean() for k, v in r["parts"].items()})
+        log.log(step + 1, lr=sched.get_last_lr()[0], grad_norm=r["grad_norm"],
+                **dist.mean(stats, cfg.batch_size))  # dist: the global batch's means
+    _checkpoint(policy, out, opt, sched, steps, "grpo", cfg, dist)
     log.close()
 
 

@@ -472,7 +472,7 @@ def finetune(cfg: ClassifierConfig, method: str, out: Path, train_set: AudioSet,
                                              old_model, functools.partial(check, step=step), dist)
         loss_value = check(loss, step)
         opt.zero_grad(set_to_none=True)
-        (loss * dist.weight(len(everyone))).backward()  # dist: shares may differ by one
+        (loss * dist.weight_of(len(positions))).backward()  # dist: shares may differ by one
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         check(grad_norm, step, what="gradient norm")  # before the step: weights stay good
         opt.step(), sched.step()

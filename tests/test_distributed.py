@@ -76,12 +76,53 @@ def test_two_processes_equal_one_process(tmp_path, method, batch_size, extra):
     assert len([r for r in rows if '"loss"' in r]) == 3  # one row a step, not one a rank
 
 
-def test_shares_and_weights_of_uneven_batches():
-    # 5 items over 2 ranks: [0, 3) and [3, 5); the mean losses weigh 6/5 and 4/5, so
-    # (w0 * mean0 + w1 * mean1) / 2 is the mean over all 5
+def test_shares_of_uneven_batches():
+    # 5 items over 2 ranks: [0, 3) and [3, 5), as numpy.array_split cuts them
     d0, d1 = distributed.Dist(0, 2), distributed.Dist(1, 2)
     assert (d0.bounds(5), d1.bounds(5)) == ((0, 3), (3, 5))
-    x = torch.tensor([1.0, 2.0, 4.0, 8.0, 16.0])
-    mean = (d0.weight(5) * d0.shard(x).mean() + d1.weight(5) * d1.shard(x).mean()) / 2
-    assert float(mean) == pytest.approx(float(x.mean()))
-    assert distributed.Dist().shard(x) is x or torch.equal(distributed.Dist().shard(x), x)
+    x = torch.arange(5)
+    assert torch.equal(torch.cat([d0.shard(x), d1.shard(x)]), x)
+    assert torch.equal(distributed.Dist().shard(x), x) and distributed.Dist().weight_of(3) == 1
+
+
+def _length_reward(texts, examples, lengths):
+    """A reward any tiny model's completions spread over: 1 when the length is even."""
+    return torch.tensor([float(len(t) % 2 == 0) for t in texts]), {}
+
+
+def _chat_rank(rank, world, port, cfg, base, examples):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from train_chat import grpo_stage, load_policy
+    policy = load_policy(cfg, base, "text", lora=True)
+    grpo_stage(policy, examples, _length_reward, cfg, Path(cfg.out_dir), 3)
+    torch.distributed.destroy_process_group()
+
+
+def test_chat_grpo_with_lora_two_processes_equal_one(tmp_path):
+    from safetensors.torch import load_file
+    from chat import ChatPolicy
+    from train_chat import ChatConfig, ChatExample, grpo_stage, load_policy
+    base = str(tmp_path / "base")
+    ChatPolicy.tiny("text", seed=1).save(base)
+    examples = [ChatExample(None, f"Question number {i}: real or fake?", "real")
+                for i in range(8)]
+    kw = dict(lora_r=4, lora_alpha=8, lora_dropout=0.1, batch_size=4, num_generations=3,
+              max_new_tokens=8, lr=1e-4, beta=0.04, adv_scale="batch", device="cpu", seed=5)
+    one = ChatConfig(out_dir=str(tmp_path / "one"), **kw)
+    grpo_stage(load_policy(one, base, "text", lora=True), examples, _length_reward, one,
+               tmp_path / "one", 3)
+    two = ChatConfig(out_dir=str(tmp_path / "two"), **kw)
+    mp.spawn(_chat_rank, args=(2, _free_port(), two, base, examples), nprocs=2)
+    a = load_file(tmp_path / "one" / "last" / "model" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "two" / "last" / "model" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and len(a) > 0
+    assert max(float(v.abs().max()) for k, v in a.items() if "lora_B" in k) > 1e-4  # it learned
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5)
+    one_rows = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
+    two_rows = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert len(one_rows) == len(two_rows) == 3
+    import json
+    for r1, r2 in zip(one_rows, two_rows):  # the logged rewards are the global batch's mean
+        assert json.loads(r2)["reward"] == pytest.approx(json.loads(r1)["reward"])

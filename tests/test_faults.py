@@ -250,3 +250,45 @@ def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
     (tmp_path / "m.csv").write_bytes(b"path,label\na.wav,real\nb\xe9.wav,fake\n")
     with pytest.raises(ValueError, match=r"m\.csv:3: not UTF-8 text \(byte 0xe9 at column 2\)"):
         data.read_manifest(tmp_path / "m.csv")
+
+
+# ----------------------------------------------------------------------------- chat routes
+
+def _chat(tmp_path, **kw):
+    from train_chat import ChatConfig, ChatExample, load_policy
+    cfg = ChatConfig(device="cpu", num_generations=2, max_new_tokens=6, batch_size=2,
+                     out_dir=str(tmp_path), **kw)
+    examples = [ChatExample(None, f"question {i}", "real", target="real") for i in range(4)]
+    return cfg, load_policy(cfg, "tiny", "text"), examples
+
+
+def _reward(texts, examples, lengths):
+    return torch.tensor([float(len(t) % 2) for t in texts]), {}
+
+
+def test_chat_nan_logits_stop_before_the_loss(tmp_path):
+    from train_chat import grpo_stage
+    cfg, policy, examples = _chat(tmp_path)
+    policy.model.lm_head.register_forward_hook(lambda module, inp, out: out * float("nan"))
+    with pytest.raises(train.NonFiniteLoss, match=r"sampled token's log-prob is nan at step 0.*"
+                                                  r"No checkpoint had been written yet"):
+        grpo_stage(policy, examples, _reward, cfg, tmp_path / "g", 2)
+
+
+def test_chat_stage_resume_refuses_another_kind_and_never_saves_nan(tmp_path):
+    import dataclasses
+    from train_chat import grpo_stage, sft_stage
+    cfg, policy, examples = _chat(tmp_path)
+    sft_stage(policy, examples, cfg, tmp_path / "s", 2)
+    with pytest.raises(ValueError, match="written by a sft stage.*this is a grpo stage"):
+        grpo_stage(policy, examples, _reward, dataclasses.replace(
+            cfg, resume=str(tmp_path / "s" / "last")), tmp_path / "s", 3)
+    # a blown-up weight is never written as a checkpoint
+    import distributed
+    from train_chat import _checkpoint, _setup
+    _, opt, sched, _, _ = _setup(policy, cfg, tmp_path / "t", "sft", distributed.Dist())
+    with torch.no_grad():
+        next(policy.model.parameters()).fill_(float("inf"))
+    with pytest.raises(train.NonFiniteLoss, match=r"is not finite at step 3.*No checkpoint"):
+        _checkpoint(policy, tmp_path / "t", opt, sched, 3, "sft", cfg, distributed.Dist())
+    assert not (tmp_path / "t" / "last").exists()
