@@ -72,6 +72,7 @@ from transformers import (
 
 import sampling
 from sampling import take_rows
+from data import load_image
 from lora import (
     CONFIG_NAME, TARGET_MODULES, adapters_disabled, apply_lora, load_adapter, lora_modules,
     read_adapter_config, save_adapter,
@@ -131,8 +132,9 @@ def _media_inputs(processor, modality, media_list):
         if any(m is not None for m in media_list):
             raise ValueError("modality 'text' takes no media; pass None for each prompt")
         return {}, [0] * len(media_list)
-    if modality == "image":
-        out = processor(images=list(media_list), return_tensors="pt")
+    if modality == "image":  # paths are read here (16-bit scaled, bad files named)
+        images = [load_image(m) if isinstance(m, (str, os.PathLike)) else m for m in media_list]
+        out = processor(images=images, return_tensors="pt")
         k = image_token_count(out["image_grid_thw"], processor.merge_size)
         return {key: out[key] for key in ("pixel_values", "image_grid_thw")}, k.tolist()
     clips = [np.asarray(a, dtype=np.float32) for a in media_list]

@@ -461,6 +461,46 @@ def segment_samples(samples: list, seconds: float, durations: list) -> list:
     return out
 
 
+# ----------------------------------------------------------------------------- images
+
+def load_image(path):
+    """An image file -> an RGB PIL image, read in full now (a truncated or unreadable file is
+    an error naming it, not a crash deep in the processor). 16-bit images (PIL modes I;16* and
+    I) are scaled to 8 bits by x / 257 (65535 -> 255); converting them directly would clip every
+    value above 255 to white."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode.startswith("I;16") or im.mode == "I":
+                x = np.asarray(im, dtype=np.float64)
+                if x.min() < 0 or x.max() > 65535:
+                    raise ValueError(f"pixel values {x.min():g}..{x.max():g} are not 16-bit")
+                return Image.fromarray(np.round(x / 257).astype(np.uint8), "L").convert("RGB")
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot read image {path}: {e}") from None
+
+
+def check_files(paths, read, skip: bool = False, what: str = "file") -> list:
+    """Read every file once before any training (`read(path)` raises ValueError naming a bad
+    one) -> the paths that read. skip=True: bad files are dropped and counted in a warning."""
+    from tqdm import tqdm
+    kept, bad = [], []
+    for p in tqdm(paths, desc=f"checking {len(paths)} {what}s", leave=False):
+        try:
+            read(p)
+            kept.append(p)
+        except (ValueError, FileNotFoundError) as e:
+            if not skip:
+                raise
+            bad.append(str(e))
+    if bad:
+        warnings.warn(f"skipped {len(bad)} of {len(paths)} {what}s that cannot be read "
+                      f"(first: {bad[0]})", stacklevel=2)
+    return kept
+
+
 # ----------------------------------------------------------------------------- batching
 
 def collate_audio(waves: list) -> tuple:

@@ -292,3 +292,27 @@ def test_chat_stage_resume_refuses_another_kind_and_never_saves_nan(tmp_path):
     with pytest.raises(train.NonFiniteLoss, match=r"is not finite at step 3.*No checkpoint"):
         _checkpoint(policy, tmp_path / "t", opt, sched, 3, "sft", cfg, distributed.Dist())
     assert not (tmp_path / "t" / "last").exists()
+
+
+# ----------------------------------------------------------------------------- images
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+    ramp = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1040)  # 0 .. 65520
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # a 16-bit grayscale PNG
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = np.asarray(data.load_image(tmp_path / "deep.png"))
+    assert rgb.shape == (8, 8, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 257).astype(np.uint8))
+    assert 0 < np.mean(rgb == 255) < 0.05  # a ramp, not a white square
+
+
+def test_bad_images_are_named_before_training_or_counted(tmp_path):
+    from PIL import Image
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(tmp_path / "ok.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "ok.png").read_bytes()[:40])  # truncated
+    paths = [str(tmp_path / "ok.png"), str(tmp_path / "cut.png")]
+    with pytest.raises(ValueError, match=r"cannot read image .*cut\.png"):
+        data.check_files(paths, data.load_image, what="image")
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 images .*cut\.png"):
+        assert data.check_files(paths, data.load_image, skip=True, what="image") == paths[:1]
