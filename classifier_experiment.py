@@ -167,13 +167,25 @@ def post_job(cfg: ClassifierConfig, roles: dict, sets: dict) -> dict:
     return dict(start=start, result=_evaluate(cfg, sets, start, "post-trained"))
 
 
+def reuses_sft(cfg: ClassifierConfig, method: str) -> bool:
+    """sft_grpo's SFT stage is the sft method's run to the bit (same seed, data, steps), so
+    when both are compared the GRPO stage starts from the sft method's checkpoint."""
+    return method == "sft_grpo" and "sft" in cfg.methods and not cfg.sft_steps
+
+
 def method_job(cfg: ClassifierConfig, method: str, post: dict, sets: dict) -> dict:
     """Fine-tune one seed's post-trained detector by one method; score its chosen checkpoint;
     its trajectory (test EERs at every evaluation step, from the post-trained point on)."""
-    out = Path(cfg.out_dir) / f"seed{cfg.seed}" / method
-    folder = run_method(cfg, method, out, sets["target_train"], sets["target_dev"], post["start"],
-                        trajectory_monitor(cfg, sets["tests"]))
-    stages = [out / "sft", out / "grpo"] if method == "sft_grpo" else [out]
+    seed_dir = Path(cfg.out_dir) / f"seed{cfg.seed}"
+    out, monitor = seed_dir / method, trajectory_monitor(cfg, sets["tests"])
+    args = (sets["target_train"], sets["target_dev"])
+    if reuses_sft(cfg, method):  # the GRPO stage alone; its reference is the start model
+        folder = finetune(cfg, "grpo", out / "grpo", *args, str(seed_dir / "sft" / "best"),
+                          reference=post["start"], monitor=monitor)
+        stages = [seed_dir / "sft", out / "grpo"]
+    else:
+        folder = run_method(cfg, method, out, *args, post["start"], monitor)
+        stages = [out / "sft", out / "grpo"] if method == "sft_grpo" else [out]
     return dict(result=_evaluate(cfg, sets, folder, method),
                 trajectory=trajectory(stages, sets["tests"], domain_means(post["result"])),
                 best=json.loads((Path(folder).parent / "best.json").read_text()))
@@ -198,9 +210,13 @@ def run_seeds(cfg: ClassifierConfig, roles: dict, sets: dict) -> list:
     methods as soon as its post-trained model exists. Every job is seeded by itself, so the
     results do not depend on how many workers ran them."""
     cfgs = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(cfg.seeds)]
+    # sft_grpo waits for its seed's sft when it reuses it; the other methods need only the post
+    first = [m for m in cfg.methods if not reuses_sft(cfg, m)]
     if cfg.workers <= 1:
         posts = [post_job(c, roles, sets) for c in cfgs]
-        runs = [{m: method_job(c, m, p, sets) for m in cfg.methods} for c, p in zip(cfgs, posts)]
+        runs = [{m: method_job(c, m, p, sets) for m in first + [m for m in cfg.methods
+                                                               if m not in first]}
+                for c, p in zip(cfgs, posts)]
     else:
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_worker_init,
@@ -215,10 +231,13 @@ def run_seeds(cfg: ClassifierConfig, roles: dict, sets: dict) -> list:
                     bar.update()
                     if what == "post":  # its methods can start
                         posts[k] = done.result()
-                        pending.update({pool.submit(_in_worker, method_job, cfgs[k], m, posts[k]):
-                                        (m, k) for m in cfg.methods})
+                        ready = first
                     else:
                         runs[k][what] = done.result()
+                        ready = ["sft_grpo"] if what == "sft" and reuses_sft(cfg, "sft_grpo") \
+                            else []
+                    pending.update({pool.submit(_in_worker, method_job, cfgs[k], m, posts[k]):
+                                    (m, k) for m in ready})
     return [dict(seed=c.seed, models={"post-trained": p["result"],
                                       **{m: r[m]["result"] for m in cfg.methods}},
                  trajectories={m: r[m]["trajectory"] for m in cfg.methods},

@@ -119,19 +119,24 @@ def classifier_trajectory(results: dict, png):
         mean = lambda k: [sum(x[k][i] for x in t) / len(t) for i in range(len(t[0]["step"]))]  # noqa: E731
         drawn[method] = (mean("in-domain"), mean("OOD avg"), t[0]["step"])
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for method, (x, y, steps) in drawn.items():
-        line, = ax.plot(x, y, marker="o", ms=3, lw=1.2, label=method)
-        ax.plot(x[-1:], y[-1:], marker="s", ms=6, color=line.get_color())
-        bx.plot(steps, x, color=line.get_color(), lw=1.2, label=f"{method} in-domain")
-        bx.plot(steps, y, color=line.get_color(), lw=1.2, ls="--")
+    chosen = results["summary"]
+    # later methods underneath: sft_grpo's first stage is the sft run itself
+    for method, (x, y, steps) in reversed(list(drawn.items())):
+        style = dict(ls="--" if "_" in method else "-", lw=1.2)
+        line, = ax.plot(x, y, marker="o", ms=3, label=method, **style)
+        ax.plot(chosen[method]["in-domain"][0], chosen[method]["OOD avg"][0], marker="s",
+                ms=7, color=line.get_color())
+        bx.plot(steps, x, color=line.get_color(), lw=1.2, label=method)
+        bx.plot(steps, y, color=line.get_color(), lw=1.2, ls=":")
     x0, y0, _ = next(iter(drawn.values()))
     ax.plot(x0[:1], y0[:1], marker="*", ms=14, color="k", ls="", label="post-trained")
     ax.set_xlabel("in-domain EER (%)")
     ax.set_ylabel("OOD average EER (%)")
-    ax.set_title(f"from the post-trained model (square: last step), {len(runs)} seed(s)")
+    ax.set_title(f"mean of {len(runs)} seed(s); square: the checkpoint chosen on dev",
+                 fontsize=10)
     ax.legend(fontsize=8)
     bx.set_xlabel("fine-tuning step (sft_grpo: SFT, then GRPO)")
-    bx.set_ylabel("EER (%): in-domain solid, OOD avg dashed")
+    bx.set_ylabel("EER (%): in-domain solid, OOD avg dotted")
     bx.legend(fontsize=7)
     save(fig, png)
     return drawn
