@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import distributed
 import plots
 import train
 from eval import compute_eer, det_curve, format_table, wasserstein_drift, write_score_file
@@ -62,7 +63,8 @@ def corpus_sets(cfg: ClassifierConfig) -> dict:
                 "tests": cfg.test_sets, "reference": cfg.reference_set or None}
     # the quick corpus gets its own folder, so a quick run never replaces the full corpus
     root, size = (cfg.corpus_root + "_quick", "quick") if cfg.quick else (cfg.corpus_root, "default")
-    index = make_speech_corpora(root, seed=0, size=size, annotate=False)
+    with distributed.setup().main_first():  # dist: rank 0 builds, the others reuse it
+        index = make_speech_corpora(root, seed=0, size=size, annotate=False)
     by_role = {}
     for name, e in index.items():
         spec = dict(kind=e["kind"], path=e["path"], audio_dir=e["audio_dir"], name=name)
@@ -92,7 +94,7 @@ def score_model(cfg, model, tests: list, reference: AudioSet | None,
     for test in tests:
         scores, emb = score_set(model, test, *args)
         real = test.labels.numpy() == 1
-        if score_dir is not None:
+        if score_dir is not None and distributed.setup().is_main:  # dist: rank 0 writes
             write_score_file(score_dir / f"{test.name}.tsv",
                              [test.name_of(i) for i in range(len(scores))], scores)
         frr, far, _ = det_curve(scores[real], scores[~real])
@@ -212,6 +214,8 @@ def run_seeds(cfg: ClassifierConfig, roles: dict, sets: dict) -> list:
     cfgs = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(cfg.seeds)]
     # sft_grpo waits for its seed's sft when it reuses it; the other methods need only the post
     first = [m for m in cfg.methods if not reuses_sft(cfg, m)]
+    if cfg.workers > 1 and distributed.setup().world > 1:
+        raise ValueError("under torchrun the processes share each job: use --workers 1")
     if cfg.workers <= 1:
         posts = [post_job(c, roles, sets) for c in cfgs]
         runs = [{m: method_job(c, m, p, sets) for m in first + [m for m in cfg.methods
@@ -289,7 +293,9 @@ def describe(cfg: ClassifierConfig) -> str:
 
 
 def finish(cfg: ClassifierConfig, out: Path, report: dict, text: str) -> None:
-    """results.json, tables.md, the figures, and one summary line."""
+    """results.json, tables.md, the figures, and one summary line (rank 0 under torchrun)."""
+    if not distributed.setup().is_main:
+        return
     out.mkdir(parents=True, exist_ok=True)
     train.save_config(cfg, out)
     (out / "results.json").write_text(json.dumps(dict(route="classifier", **report), indent=1)

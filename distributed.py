@@ -26,6 +26,7 @@ batch; dropout's stream is seeded per (seed, step, rank).
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +109,16 @@ class Dist:
     def barrier(self) -> None:
         if self.world > 1:
             td.barrier()
+
+    @contextmanager
+    def main_first(self):
+        """Rank 0 runs the block first (e.g. builds a corpus), the others after it (and reuse
+        what it built): two processes never write the same files at once."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
 
 def setup() -> Dist:

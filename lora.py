@@ -174,12 +174,26 @@ def read_adapter_config(folder):
         config = json.load(f)
     if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("use_rslora"):
         raise ValueError(f"{path}: only plain LoRA adapters are supported (no DoRA, no rsLoRA)")
+    # fields whose non-default value changes the adapter's function: honouring them is not
+    # written here, so loading would silently compute something else (e.g. a v_proj scale)
+    unsupported = {"alpha_pattern": {}, "rank_pattern": {}, "layers_to_transform": None,
+                   "layers_pattern": None, "exclude_modules": None, "lora_bias": False,
+                   "bias": "none", "modules_to_save": None}
+    for field, default in unsupported.items():
+        if config.get(field, default) not in (default, [], {}):
+            raise ValueError(f"{path}: field {field} = {config[field]!r} is not supported by "
+                             f"this loader (only {default!r})")
     return config
 
 
 def load_adapter(model, folder):
     """Load a peft-layout adapter into `model`, applying LoRA first if the model has none."""
     config = read_adapter_config(folder)
+    targets, paths = config["target_modules"], {n for n, _ in model.named_modules()}
+    dotted = [t for t in targets if "." in t and t not in paths] if isinstance(targets, list) else []
+    if dotted:  # peft matches name suffixes; this loader full paths or last names only
+        raise ValueError(f"{os.path.join(folder, CONFIG_NAME)}: field target_modules entry "
+                         f"{dotted[0]!r} is a dotted suffix, not a module path of the model")
     if not lora_modules(model):
         apply_lora(model, config["r"], config["lora_alpha"], config.get("lora_dropout", 0.0),
                    target_modules=config["target_modules"], exclude=())

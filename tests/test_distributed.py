@@ -126,3 +126,21 @@ def test_chat_grpo_with_lora_two_processes_equal_one(tmp_path):
     import json
     for r1, r2 in zip(one_rows, two_rows):  # the logged rewards are the global batch's mean
         assert json.loads(r2)["reward"] == pytest.approx(json.loads(r1)["reward"])
+
+
+def test_torchrun_runs_the_classifier_route(tmp_path):
+    """`torchrun --nproc_per_node=2 train.py --quick`: the whole route, rank 0 writing."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = subprocess.run([str(torchrun), "--nproc_per_node=2", "--master_port", str(_free_port()),
+                          "train.py", "--quick", "--workers", "1", "--batch_size", "4",
+                          "--out_dir", str(tmp_path / "run"),
+                          "--corpus_root", str(tmp_path / "corpus")],
+                         cwd=root, capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    assert out.stdout.count("EER (%)") == 1  # one table: rank 0's
+    results = (tmp_path / "run_quick" / "results.json").read_text()
+    assert '"route": "classifier"' in results

@@ -316,3 +316,35 @@ def test_bad_images_are_named_before_training_or_counted(tmp_path):
         data.check_files(paths, data.load_image, what="image")
     with pytest.warns(UserWarning, match=r"skipped 1 of 2 images .*cut\.png"):
         assert data.check_files(paths, data.load_image, skip=True, what="image") == paths[:1]
+
+
+# ----------------------------------------------------------------------------- peft adapters
+
+@pytest.mark.parametrize("field, value", [
+    ("alpha_pattern", {"v_proj": 64}), ("rank_pattern", {"q_proj": 2}),
+    ("layers_to_transform", [0]), ("exclude_modules", ["lm_head"]), ("lora_bias", True),
+    ("modules_to_save", ["lm_head"]),
+])
+def test_peft_fields_this_loader_cannot_honour_are_named(tmp_path, field, value):
+    from chat import ChatPolicy
+    from lora import apply_lora, load_adapter, save_adapter
+    policy = ChatPolicy.tiny("text")
+    apply_lora(policy.model, 4, 8)
+    save_adapter(policy.model, tmp_path / "a", "base")
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps({**cfg, field: value}))
+    with pytest.raises(ValueError, match=f"field {field} = .* is not supported"):
+        load_adapter(ChatPolicy.tiny("text").model, tmp_path / "a")
+
+
+def test_peft_dotted_target_suffixes_are_named(tmp_path):
+    from chat import ChatPolicy
+    from lora import apply_lora, load_adapter, save_adapter
+    policy = ChatPolicy.tiny("text")
+    apply_lora(policy.model, 4, 8)
+    save_adapter(policy.model, tmp_path / "a", "base")
+    cfg = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["self_attn.q_proj"]
+    (tmp_path / "a" / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="target_modules entry 'self_attn.q_proj' is a dotted"):
+        load_adapter(ChatPolicy.tiny("text").model, tmp_path / "a")
