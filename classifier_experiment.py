@@ -160,8 +160,10 @@ def post_job(cfg: ClassifierConfig, roles: dict, sets: dict) -> dict:
     out = Path(cfg.out_dir) / f"seed{cfg.seed}"
     start = cfg.init or cfg.model
     if roles["post"] is not None and not cfg.init:
-        pre = out / "pretrained"
-        build_model(cfg, cfg.model).save_pretrained(pre)
+        pre, dist = out / "pretrained", distributed.setup()
+        with dist.main_first():  # dist: rank 0 writes the start model, the others read it
+            if dist.is_main:
+                build_model(cfg, cfg.model).save_pretrained(pre)
         post_cfg = dataclasses.replace(cfg, lr=cfg.post_lr, steps=cfg.post_steps,
                                        eval_every=max(1, cfg.post_steps // 3))
         start = str(finetune(post_cfg, "sft", out / "post_train", sets["post"], sets["reference"],
