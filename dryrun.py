@@ -1,38 +1,34 @@
 """Real-size dry run: every real architecture of the recipes, built from its published
-configuration with random weights and no download; the memory each recipe keeps, counted on the
-meta device; the LoRA targets on the real module trees; one real GRPO step on the CPU.
+configuration with random weights and no download (real_models.py); the memory each recipe
+keeps, counted on the meta device; the LoRA targets on the real module trees; one real GRPO step
+on the CPU.
 
     python dryrun.py                      # counts and checks: seconds, nothing allocated
-    python dryrun.py --step classifier    # + one GRPO step of XLS-R 300M, 4 s clip (~8 GB RAM)
-    python dryrun.py --step chat          # + one GRPO step of Qwen2.5-VL-7B, bf16 + LoRA (~19 GB)
+    python dryrun.py --step classifier    # one GRPO step of XLS-R 300M, 4 s clip (~8 GB RAM)
+    python dryrun.py --step chat          # one GRPO step of Qwen2.5-VL-7B, bf16 + LoRA (~19 GB)
     python dryrun.py --step chat --chat_recipe configs/hir_qwen2audio7b.json   # Qwen2-Audio-7B
 
 Not run by the tests (tests/test_dryrun.py checks the machinery on tiny models of the same
 classes). Notes, numbered:
-1. PUBLISHED holds the fields of each model's published config.json that set its shapes, with
-   where they come from. The built models are checked against the published parameter counts.
-2. Meta device: a model built under `torch.device("meta")` has every parameter's shape and dtype
-   and no storage, so a 7B model costs nothing. Bytes = numel x element size; storages on the meta
-   device have no address, so tensors are told apart by identity (a tied weight counts once).
-3. Counted, not assumed: gradients are meta tensors like their parameters (autograd keeps them
+1. Bytes = numel x element size of meta tensors; storages on the meta device have no address,
+   so tensors are told apart by identity (a tied weight counts once).
+2. Counted, not assumed: gradients are meta tensors like their parameters (autograd keeps them
    in the parameter's dtype); the AdamW state is what `torch.optim.AdamW`, built as the loops
    build it, holds after one real `step()` on those gradients (its per-tensor `step` counters are
    CPU scalars, not device memory, and are left out); reference / old-policy copies are
    `copy.deepcopy` of the policy, made by the loops' rules; the LoRA adapters are the project's
    own `lora.apply_lora` on the meta model; the HIR recipe's LLM judge is built and counted too.
-4. Activations are not counted: the scoring-pass rows of the chat recipes are the README's
+3. Activations are not counted: the scoring-pass rows of the chat recipes are the README's
    arithmetic with the sizes read from the built config and the recipe (R = B*N rows, P prompt
    tokens, T = max_new_tokens, c = logp_chunk). P = media tokens (chat.image_token_count at
    max_pixels, chat.audio_token_count at max_audio_seconds) + an estimate of the text tokens
    (the real tokenizer is not available offline: 16 template tokens + 4 characters per token).
    The KV-cache row assumes the prompt repeated in each of the R rows, as HF generate does.
-5. The CPU steps build the 7B weights directly in their recipe dtype: meta device, `to_empty`,
-   then transformers' own `initialize_weights` in place (normal(0, 0.02) weights, unit norms,
-   rotary frequencies recomputed); no float32 copy ever exists. XLS-R 300M is built by
-   `SSLClassifier.from_config` in float32, as the classifier route does.
-6. Stand-in tokenizer: tiny.py's byte-level BPE with the Qwen special tokens moved to their
-   published ids, so the published configs run unchanged (token ids the BPE lacks decode to "").
-7. Stand-in reward in the chat step: a random model's text earns the same reward everywhere,
+4. The chat step builds the 7B weights directly in the recipe's dtype (real_models.materialize:
+   meta, `to_empty`, transformers' own init in place; never a float32 copy) and runs it with the
+   stand-in tokenizer (real_models.stand_in_tokenizer). XLS-R 300M is built by
+   `SSLClassifier.from_config` in float32, as the classifier route builds a random encoder.
+5. Stand-in reward in the chat step: a random model's text earns the same reward everywhere,
    and equal rewards give zero advantages and, at step 0 (policy = reference), a zero gradient.
    The first completion of each group gets 1, the others 0, so the update is exercised.
    LoRA starts with B = 0, so "the adapters moved" means some B entries are no longer 0.
@@ -52,154 +48,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 from torch import nn
-from transformers import (
-    PreTrainedTokenizerFast, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2Config,
-    Qwen2ForCausalLM, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-    Qwen2VLImageProcessorPil, Wav2Vec2Config, Wav2Vec2Model, WhisperFeatureExtractor,
-)
+from transformers import Qwen2VLImageProcessorPil, Wav2Vec2Model, WhisperFeatureExtractor
 
 import train
 import train_chat
 from chat import DEFAULT_SYSTEM, MEDIA_TOWERS, ChatPolicy, audio_token_count, image_token_count
 from eval import format_table
 from lora import EXCLUDE, TARGET_MODULES, apply_lora, lora_modules
-from models import NO_SPEC_AUGMENT, SSLClassifier
-from tiny import tiny_tokenizer
+from models import SSLClassifier
+from real_models import (PUBLISHED, materialize, meta_model, published_config,
+                         stand_in_tokenizer)
 from train_classifier import grpo_step_loss
 
 RECIPES = ("configs/classifier_xlsr2b_dfe24.json", "configs/fas_qwen25vl7b.json",
            "configs/hir_qwen2audio7b.json")
 GB, GIB = 1e9, 2**30  # memory tables in GB (as the README), resident memory in GiB (as free -g)
 
-# ----------------------------------------------------------------------------- published configs
-
-# wav2vec 2.0 large layout shared by XLS-R and MMS: 7-layer conv stack (hop 320), layer-norm conv
-# features, pre-LN ("stable") transformer, conv positional embedding 128 wide in 16 groups.
-W2V2_LARGE = dict(
-    conv_dim=(512,) * 7, conv_kernel=(10, 3, 3, 3, 3, 2, 2), conv_stride=(5, 2, 2, 2, 2, 2, 2),
-    conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True,
-    num_conv_pos_embeddings=128, num_conv_pos_embedding_groups=16, num_attention_heads=16,
-    hidden_act="gelu", layer_norm_eps=1e-5,
-)
-# Qwen2.5-7B's language model: Qwen2.5-VL-7B-Instruct's text part and the judge Qwen2.5-7B-Instruct.
-QWEN25_7B_TEXT = dict(
-    hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-    num_key_value_heads=4, vocab_size=152064, rms_norm_eps=1e-6, hidden_act="silu",
-    tie_word_embeddings=False, bos_token_id=151643, eos_token_id=151645,
-)
-# Qwen chat and media tokens at their published ids (Qwen2.5-VL / Qwen2-Audio config.json for the
-# media and bos/eos ids; <|im_start|>, <|audio_bos|>, <|audio_eos|> from the Qwen tokenizers).
-QWEN_SPECIAL_IDS = {
-    "<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|AUDIO|>": 151646,
-    "<|audio_bos|>": 151647, "<|audio_eos|>": 151648, "<|vision_start|>": 151652,
-    "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Published:
-    kind: str        # key of ARCHITECTURES
-    billions: float  # the published parameter count in billions, as printed by its source ...
-    digits: int      # ... with this many decimals: the built count must round to it
-    fields: dict     # the config.json fields that set the shapes
-    source: str
-
-
-PUBLISHED = {
-    # hub config.json of facebook/wav2vec2-xls-r-300m (and of its fine-tunes); XLS-R paper: 0.3B
-    "facebook/wav2vec2-xls-r-300m": Published("wav2vec2", 0.3, 1, dict(
-        W2V2_LARGE, hidden_size=1024, num_hidden_layers=24, intermediate_size=4096),
-        "hub config.json; XLS-R (Babu et al. 2021)"),
-    # hub config.json of facebook/wav2vec2-xls-r-1b (fine-tunes keep it); XLS-R paper: 1B
-    "facebook/wav2vec2-xls-r-1b": Published("wav2vec2", 1, 0, dict(
-        W2V2_LARGE, hidden_size=1280, num_hidden_layers=48, intermediate_size=5120),
-        "hub config.json; XLS-R (Babu et al. 2021)"),
-    # hub config.json of facebook/wav2vec2-xls-r-2b (fine-tunes keep it); XLS-R paper: 2B
-    "facebook/wav2vec2-xls-r-2b": Published("wav2vec2", 2, 0, dict(
-        W2V2_LARGE, hidden_size=1920, num_hidden_layers=48, intermediate_size=7680),
-        "hub config.json; XLS-R (Babu et al. 2021)"),
-    # MMS (Pratap et al. 2023) pre-trains the XLS-R 0.3B layout (same conv stack, codevector_dim
-    # 768 in its config.json); hidden/layers/FFN taken as XLS-R 300M's
-    "facebook/mms-300m": Published("wav2vec2", 0.3, 1, dict(
-        W2V2_LARGE, hidden_size=1024, num_hidden_layers=24, intermediate_size=4096),
-        "MMS: XLS-R 0.3B layout"),
-    # hub config.json of facebook/mms-1b-all / mms-1b-fl102 (built on mms-1b): 1280 x 48, FFN 5120
-    "facebook/mms-1b": Published("wav2vec2", 1, 0, dict(
-        W2V2_LARGE, hidden_size=1280, num_hidden_layers=48, intermediate_size=5120),
-        "hub config.json of mms-1b-all"),
-    # hub config.json of Qwen/Qwen2.5-VL-7B-Instruct; model card: 8.29B parameters
-    "Qwen/Qwen2.5-VL-7B-Instruct": Published("qwen2_5_vl", 8.29, 2, dict(
-        text_config=dict(QWEN25_7B_TEXT, max_position_embeddings=128000, rope_parameters=dict(
-            rope_type="default", rope_theta=1e6, mrope_section=[16, 24, 24])),
-        vision_config=dict(
-            depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=3584,
-            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-            fullatt_block_indexes=[7, 15, 23, 31], in_channels=3, hidden_act="silu",
-            tokens_per_second=2),
-        image_token_id=151655, video_token_id=151656, vision_start_token_id=151652,
-        vision_end_token_id=151653, tie_word_embeddings=False), "hub config.json; model card"),
-    # hub config.json of Qwen/Qwen2-Audio-7B-Instruct; model card: 8.4B. Its text_config gives
-    # no hidden size, layers or heads: Qwen2Config's defaults (4096, 32, 32 heads, 32 KV heads)
-    # apply, written out here.
-    "Qwen/Qwen2-Audio-7B-Instruct": Published("qwen2_audio", 8.4, 1, dict(
-        audio_config=dict(
-            model_type="qwen2_audio_encoder", num_mel_bins=128, encoder_layers=32,
-            encoder_attention_heads=20, encoder_ffn_dim=5120, d_model=1280,
-            activation_function="gelu", scale_embedding=False, max_source_positions=1500),
-        text_config=dict(
-            model_type="qwen2", hidden_size=4096, num_hidden_layers=32, num_attention_heads=32,
-            num_key_value_heads=32, intermediate_size=11008, vocab_size=156032,
-            max_position_embeddings=8192, rms_norm_eps=1e-5, rope_theta=10000,
-            bos_token_id=151643, eos_token_id=151645),
-        audio_token_index=151646), "hub config.json; model card"),
-    # the HIR recipe's judge; hub config.json of Qwen/Qwen2.5-7B-Instruct; model card: 7.62B
-    "Qwen/Qwen2.5-7B-Instruct": Published("qwen2", 7.62, 2, dict(
-        QWEN25_7B_TEXT, max_position_embeddings=32768, rope_theta=1e6),
-        "hub config.json; model card"),
-}
-ARCHITECTURES = {"wav2vec2": (Wav2Vec2Config, Wav2Vec2Model),
-                 "qwen2_5_vl": (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
-                 "qwen2_audio": (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration),
-                 "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
-MODEL_CLASS = {config_cls: model_cls for config_cls, model_cls in ARCHITECTURES.values()}
-
-
-def published_config(name: str):
-    """The config object of a published model (SpecAugment off, as models.py loads it)."""
-    if name not in PUBLISHED:
-        raise ValueError(f"{name!r} has no published configuration in dryrun.PUBLISHED "
-                         f"(known: {', '.join(PUBLISHED)})")
-    pub = PUBLISHED[name]
-    extra = NO_SPEC_AUGMENT if pub.kind == "wav2vec2" else {}
-    return ARCHITECTURES[pub.kind][0](**pub.fields, **extra)
-
-
-def meta_model(config, dtype=None) -> nn.Module:
-    """The model class of `config` on the meta device: shapes and dtypes, no storage (note 2)."""
-    with torch.device("meta"):
-        return MODEL_CLASS[type(config)]._from_config(config, dtype=dtype)
-
-
-def materialize(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Meta -> CPU storage in the model's own dtype, initialised in place by transformers (note 5)."""
-    model.to_empty(device="cpu")
-    with torch.random.fork_rng(devices=[]):  # HF initialises from the global RNG
-        torch.manual_seed(seed)
-        model.initialize_weights()
-    return model
-
-
 # ----------------------------------------------------------------------------- counting
 
 def nbytes(tensors) -> int:
-    """Bytes of distinct tensors, numel x element size (note 2)."""
+    """Bytes of distinct tensors, numel x element size (note 1)."""
     return sum(t.numel() * t.element_size() for t in {id(t): t for t in tensors}.values())
 
 
 def adamw_state(params: list, lr: float, weight_decay: float) -> list:
-    """AdamW's state tensors after one step on (meta) gradients, as the loops build it (note 3)."""
+    """AdamW's state tensors after one step on (meta) gradients, as the loops build it (note 2)."""
     for p in params:
         p.grad = torch.empty_like(p)  # the parameter's dtype, as autograd accumulates it
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -254,10 +128,11 @@ def kept_copies(route: str, cfg) -> dict:
 
 
 def training_state(route: str, cfg, config=None) -> list:
-    """[(key, label, bytes)] of everything the recipe's run keeps between steps (note 3)."""
+    """[(key, label, bytes)] of everything the recipe's run keeps between steps (note 2)."""
     model = policy_model(route, cfg, config)
     adapters = [p for m in lora_modules(model).values() for p in (m.lora_A.weight, m.lora_B.weight)]
-    base = [p for p in model.parameters() if id(p) not in {id(a) for a in adapters}]
+    adapter_ids = {id(p) for p in adapters}
+    base = [p for p in model.parameters() if id(p) not in adapter_ids]
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = adamw_state(trainable, cfg.lr, cfg.weight_decay)
     rows = [("weights", f"policy weights ({dtype_name(base)}, {sum(p.requires_grad for p in base)}"
@@ -279,7 +154,7 @@ def training_state(route: str, cfg, config=None) -> list:
 
 
 def prompt_tokens(route: str, cfg, config) -> int:
-    """P: media tokens at the recipe's cap + estimated text tokens (note 4)."""
+    """P: media tokens at the recipe's cap + estimated text tokens (note 3)."""
     if route == "fas":
         v = config.vision_config
         unit = v.patch_size * v.spatial_merge_size  # one image token per unit x unit pixels
@@ -294,7 +169,7 @@ def prompt_tokens(route: str, cfg, config) -> int:
 
 
 def scoring_rows(route: str, cfg, state_bytes: int) -> list:
-    """The README's arithmetic for sampling and scoring, sizes from the config (note 4)."""
+    """The README's arithmetic for sampling and scoring, sizes from the config (note 3)."""
     config = published_config(cfg.model)
     tc = config.text_config
     L, H, V = tc.num_hidden_layers, tc.hidden_size, tc.vocab_size
@@ -384,7 +259,8 @@ def peak_rss_gib() -> float:
 def available_bytes() -> int | None:
     try:
         with open("/proc/meminfo") as f:
-            return int(next(line for line in f if line.startswith("MemAvailable")).split()[1]) * 1024
+            line = next(line for line in f if line.startswith("MemAvailable"))
+        return int(line.split()[1]) * 1024  # kB
     except (OSError, StopIteration):
         return None
 
@@ -406,7 +282,8 @@ def classifier_step(cfg, config, out: Path, seconds: float = 4.0, seed: int = 0)
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
     gen = torch.Generator().manual_seed(train.seed_for(seed, 0, 2))
-    loss, stats = grpo_step_loss(model, wav, torch.tensor([S]), torch.tensor([1]), cfg, gen, ref, old)
+    label = torch.tensor([1])                                                        # real
+    loss, stats = grpo_step_loss(model, wav, torch.tensor([S]), label, cfg, gen, ref, old)
     value = train.check_finite(loss, 0, out)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -419,36 +296,27 @@ def classifier_step(cfg, config, out: Path, seconds: float = 4.0, seed: int = 0)
                 last_layer_max_change=moved, copies=int(ref is not None) + int(old is not None))
 
 
-def stand_in_tokenizer() -> PreTrainedTokenizerFast:
-    """tiny.py's BPE with the Qwen special tokens at their published ids (note 6)."""
-    spec = json.loads(tiny_tokenizer().backend_tokenizer.to_str())
-    for token in spec["added_tokens"]:
-        token["id"] = QWEN_SPECIAL_IDS.get(token["content"], token["id"])
-    spec["model"]["vocab"].update(QWEN_SPECIAL_IDS)
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
-                                   eos_token="<|im_end|>", pad_token="<|endoftext|>")
-
-
-def chat_example(route: str, cfg, seed: int = 0):
-    """(modality, processor, example): a 56 x 56 px image or 1 s of audio, the route's question.
-    Processor settings are the published preprocessor_config.json values (+ the recipe's caps)."""
+def chat_example(route: str, cfg, seed: int = 0, question: str | None = None):
+    """(modality, processor, example): a 56 x 56 px image or 1 s of audio, and `question` (None:
+    the route's own). Processors take the published preprocessor_config.json values (+ caps)."""
     rng = np.random.default_rng(seed)
     if route == "fas":
         from PIL import Image
         image = Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8))
         processor = Qwen2VLImageProcessorPil(min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
-        return "image", processor, train_chat.ChatExample(image, cfg.prompt, "real")
+        return "image", processor, train_chat.ChatExample(image, question or cfg.prompt, "real")
     from hir_data import COT_QUESTION
     processor = WhisperFeatureExtractor(feature_size=128, sampling_rate=16000, hop_length=160,
                                         n_fft=400, chunk_length=30)
     audio = (0.1 * rng.standard_normal(16000)).astype(np.float32)
-    return "audio", processor, train_chat.ChatExample(audio, COT_QUESTION, "real")
+    return "audio", processor, train_chat.ChatExample(audio, question or COT_QUESTION, "real")
 
 
 @contextmanager
-def timed_calls(obj, names, seconds: dict):
+def timed_calls(obj, names, seconds: dict, report=None):
     """Add to seconds[name] the time of each top-level call of obj.<name> inside the block
-    (instance attributes shadow the methods; a call made inside a timed one is not counted)."""
+    (instance attributes shadow the methods; a call made inside a timed one is not counted);
+    report(name, seconds) after each, if given."""
     depth = [0]
 
     def wrap(name, method):
@@ -461,6 +329,8 @@ def timed_calls(obj, names, seconds: dict):
                 depth[0] -= 1
                 if depth[0] == 0:
                     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+                    if report is not None:
+                        report(name, time.perf_counter() - t)
         return timed
 
     for name in names:
@@ -472,26 +342,35 @@ def timed_calls(obj, names, seconds: dict):
             delattr(obj, name)
 
 
+def progress(what: str, seconds: float) -> None:
+    """One line per finished phase of a long step, so a run cut short still tells how far it got."""
+    print(f"{what}: {seconds:.0f} s, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+
+
 def chat_step(route: str, cfg, config, out: Path, N: int = 2, max_new_tokens: int = 8,
-              seed: int = 0) -> dict:
+              seed: int = 0, question: str | None = None, system: str = DEFAULT_SYSTEM) -> dict:
     """One `train_chat.grpo_stage` step of a model built from `config` in the recipe's dtype,
-    with the recipe's LoRA and gradient checkpointing, on one prompt (notes 5-7)."""
+    with the recipe's LoRA and gradient checkpointing, on one prompt (notes 4, 5)."""
+    t0 = time.perf_counter()
     model = materialize(meta_model(config, chat_dtype(cfg)), seed)
     apply_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, seed=cfg.seed)
     model.activation_checkpointing_enable({"use_reentrant": False})  # as ChatPolicy sets it up
     built_rss = peak_rss_gib()
-    modality, processor, example = chat_example(route, cfg, seed)
-    policy = ChatPolicy(model, stand_in_tokenizer(), processor, modality, name_or_path=cfg.model)
+    progress("built, initialised, LoRA applied", time.perf_counter() - t0)
+    modality, processor, example = chat_example(route, cfg, seed, question)
+    policy = ChatPolicy(model, stand_in_tokenizer(), processor, modality, name_or_path=cfg.model,
+                        system=system)
     cfg = dataclasses.replace(cfg, batch_size=1, num_generations=N, max_new_tokens=max_new_tokens,
                               device="cpu", out_dir=str(out), seed=seed, resume="")
 
-    def reward_fn(texts, examples, lengths):  # note 7: the first sample of each group wins
+    def reward_fn(texts, examples, lengths):  # note 5: the first sample of each group wins
         r = torch.tensor([float(i % N == 0) for i in range(len(texts))])
         return r, {"stand_in": r}
 
     phases = {}
     t0, c0 = time.perf_counter(), time.process_time()
-    with timed_calls(policy, ("generate", "reference_logps", "completion_logps", "save"), phases):
+    timed = ("generate", "reference_logps", "completion_logps", "save")
+    with timed_calls(policy, timed, phases, progress):
         train_chat.grpo_stage(policy, [example], reward_fn, cfg, out, steps=1)
     total, cpu = time.perf_counter() - t0, time.process_time() - c0
     log = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
@@ -522,7 +401,8 @@ def run_step(args) -> str:
         if free is not None and need + GIB > free:
             raise SystemExit(f"{args.chat_recipe}: the step needs {need / GIB:.1f} GiB for weights "
                              f"and LoRA state (+1 GiB), {free / GIB:.1f} GiB are available")
-        res = chat_step(route, cfg, published_config(cfg.model), out)
+        res = chat_step(route, cfg, published_config(cfg.model), out, question=args.question,
+                        system=args.system)
     res |= dict(peak_rss_gib=peak_rss_gib(), load_before=load, load_after=os.getloadavg())
     return json.dumps(res, indent=1)
 
@@ -550,6 +430,8 @@ def main(argv=None):
     p.add_argument("--classifier_model", default="facebook/wav2vec2-xls-r-300m")
     p.add_argument("--seconds", type=float, default=4.0, help="clip length of the classifier step")
     p.add_argument("--chat_recipe", default=RECIPES[1], help="the 7B recipe of the chat step")
+    p.add_argument("--question", help="the chat step's question (default: the route's own)")
+    p.add_argument("--system", default=DEFAULT_SYSTEM, help="the chat step's system turn")
     p.add_argument("--out_dir", default="runs/dryrun")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's choice)")
     args = p.parse_args(argv)
