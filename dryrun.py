@@ -200,12 +200,13 @@ def memory_table(path: str) -> tuple[str, dict]:
     if route != "classifier":
         rows += scoring_rows(route, cfg, rows[-1][2])
     readme = README_GB.get(Path(path).name, {})
-    formula = {"kv", "inputs", "logsm", "chunk", "scoring", "sampling"}
+    how = dict(kv="formula", inputs="formula", logsm="formula", chunk="formula",
+               scoring="sum", sampling="sum")
     head = (f"{path}: {cfg.model}, N = {cfg.num_generations}, beta = {cfg.beta}"
             + (f", old policy every {cfg.old_refresh} steps" if route == "classifier" else
                f", LoRA r = {cfg.lora_r}, mu = {cfg.mu}"))
     table = format_table(["item", "how", "GB", "README GB"],
-                         [[label, "formula" if key in formula else "counted", f"{b / GB:.2f}",
+                         [[label, how.get(key, "counted"), f"{b / GB:.2f}",
                            readme.get(key, "")] for key, label, b in rows])
     return f"{head}\n{table}", {label: b for _, label, b in rows}
 
