@@ -61,6 +61,8 @@ class ChatConfig:
     lr: float = option(5e-6, "AdamW learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_steps: int = option(0, "linear warm-up steps")
+    lr_floor: float = option(1.0, "cosine decay of the lr to lr * lr_floor over a stage (1: none)")
+    eval_every: int = option(0, "call a stage's `validate` every this many steps (0: never)")
     grad_clip: float = option(1.0, "gradient-norm clip")
     logp_chunk: int = option(8, "completions per log-prob forward (bounds logits memory)")
     eval_batch_size: int = option(16, "prompts per evaluation generate call")
@@ -104,11 +106,12 @@ def _encode(policy: ChatPolicy, examples: list[ChatExample]) -> dict:
     return policy.encode_prompts([ex.media for ex in examples], [ex.question for ex in examples])
 
 
-def _setup(policy, cfg: ChatConfig, out: Path):
+def _setup(policy, cfg: ChatConfig, out: Path, steps: int):
     """Optimizer, scheduler, log, and the start step (restored from `cfg.resume` if given)."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, train.warmup_lambda(cfg.warmup_steps, steps, cfg.lr_floor))
     start = 0
     if cfg.resume:
         state = train.load_trainer_state(cfg.resume)
@@ -134,11 +137,19 @@ def _checkpoint(policy, out, opt, sched, step):
     train.save_checkpoint(out / "last", policy.save, state)
 
 
+def _validate(validate, step, steps, cfg, log) -> None:
+    """Every `cfg.eval_every` steps (and after the last): log what `validate(step)` returns."""
+    if validate is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0
+                                                        or step == steps):
+        log.log(step, **validate(step))
+
+
 def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, out: Path,
-              steps: int) -> None:
-    """Completion-only cross-entropy on each example's `target` (prompt tokens carry no loss)."""
+              steps: int, validate=None) -> None:
+    """Completion-only cross-entropy on each example's `target` (prompt tokens carry no loss).
+    `validate(step) -> dict` (optional) is logged every `cfg.eval_every` steps."""
     device = policy.device
-    params, opt, sched, start, log = _setup(policy, cfg, out)
+    params, opt, sched, start, log = _setup(policy, cfg, out, steps)
     for step in tqdm(range(start, steps), desc=out.name, leave=False):
         batch_ex = [examples[i] for i in train.batch_indices(len(examples), cfg.batch_size,
                                                              cfg.seed, step)]
@@ -147,25 +158,28 @@ def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, 
                                    cfg.logp_chunk)
         value, grad_norm = _update(loss, step, out, params, opt, sched, cfg)
         log.log(step + 1, loss=value, lr=sched.get_last_lr()[0], grad_norm=grad_norm)
+        _validate(validate, step + 1, steps, cfg, log)
     _checkpoint(policy, out, opt, sched, steps)
     log.close()
 
 
 def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: ChatConfig,
-               out: Path, steps: int, reference: ChatPolicy | None = None) -> None:
+               out: Path, steps: int, reference: ChatPolicy | None = None,
+               validate=None) -> None:
     """GRPO on `examples`. reward_fn(texts, examples, lengths) -> (rewards (B*N,), parts dict).
 
     `lengths` are the completions' token counts (for a reasoning reward measured in tokens);
     `examples` has each prompt's example repeated N times, aligned with `texts`.
     `reference`: pi_ref for full fine-tuning when resuming (a frozen copy of the start point);
     without it a frozen copy of the *current* weights is made, which is right only at step 0.
+    `validate(step) -> dict` (optional) is logged every `cfg.eval_every` steps.
     """
     device, N = policy.device, cfg.num_generations
     bf16 = cfg.bf16 and device.type == "cuda"
     # Full fine-tuning keeps a frozen copy as pi_ref; with LoRA the adapters-off model serves.
     if reference is None and cfg.beta > 0 and cfg.lora_r == 0:
         reference = policy.frozen_copy()
-    params, opt, sched, start, log = _setup(policy, cfg, out)
+    params, opt, sched, start, log = _setup(policy, cfg, out, steps)
     for step in tqdm(range(start, steps), desc=out.name, leave=False):
         batch_ex = [examples[i] for i in train.batch_indices(len(examples), cfg.batch_size,
                                                              cfg.seed, step)]
@@ -192,6 +206,7 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
         log.log(step + 1, loss=value, reward=rewards.mean(), lr=sched.get_last_lr()[0],
                 grad_norm=grad_norm, equal_share=grpo.equal_reward_share(rewards, N),
                 **stats, **{f"reward_{k}": v.mean() for k, v in parts.items()})
+        _validate(validate, step + 1, steps, cfg, log)
     _checkpoint(policy, out, opt, sched, steps)
     log.close()
 
