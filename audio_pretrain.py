@@ -79,7 +79,8 @@ def pretrain_audio(policy, clips: list, steps: int, lr: float, batch_size: int, 
     model.train()
     for step in tqdm(range(steps), desc="audio pre-training", leave=False):
         idx = train.batch_indices(len(clips), batch_size, seed, step)
-        feats = policy.processor([audio[i] for i in idx], sampling_rate=policy.processor.sampling_rate,
+        feats = policy.processor([audio[i] for i in idx],
+                                 sampling_rate=policy.processor.sampling_rate,
                                  padding="max_length", return_attention_mask=True,
                                  return_tensors="pt")
         logits = head(pooled_audio_tokens(model, feats["input_features"].to(policy.device),

@@ -19,9 +19,10 @@ Departures from the paper and its public code (github.com/dkorzh10/HIR-SDD), num
    transformers; Qwen2-Audio is the LALM the paper's related work (ALLM4ADD) fine-tunes.
 2. The miniature's LALM is a tiny randomly initialised Qwen2-Audio (tiny.py). It stands in for
    a pre-trained LALM in two steps: its audio encoder + projector are pre-trained on the spoof
-   family of clips of their own (audio_pretrain.py: what that makes it and what not), then a
-   format stage on class-free text (each clip paired with the targets of another random clip)
-   teaches the LLM the output formats and the comments' language, not the audio.
+   family of clips of their own (audio_pretrain.py: what that makes it and what not) and then
+   stay frozen, as the paper's Whisper; a format stage on class-free text (each clip paired
+   with the targets of another random clip) teaches the LLM the output formats and the
+   comments' language, not the audio. Full fine-tuning of projector + LLM, not LoRA.
 3. Data: synthetic speech with templated comments (synth_speech.py, hir_data.HIR_SETS) instead
    of 41k human annotations; the two sets differ by speakers only (hir_data).
 4. Judge: a deterministic rubric (judge.RubricJudge) in the miniature; an LLM judge otherwise
@@ -242,11 +243,13 @@ def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
         if grounding:
             train_set = ground(train_set, cfg.seed, cfg.grounding_p)
         steps = dict(hl=cfg.hl_steps, cot=cfg.cot_steps)[task] if name != "grpo" else cfg.grpo_steps
-        stage_cfg = dataclasses.replace(sft_cfg if name != "grpo" else cfg,
-                                        eval_every=-(-steps // cfg.val_points) if cfg.val_points else 0)
+        every = -(-steps // cfg.val_points) if cfg.val_points else 0  # ceil(steps / points)
+        stage_cfg = dataclasses.replace(sft_cfg if name != "grpo" else cfg, eval_every=every)
         val_set = examples(datasets, "val", task)
-        validator = (Validator(policy, val_set, task, stage_cfg, out / name,
-                               [ex.label for ex in train_set]) if val_set and cfg.val_points else None)
+        validator = None
+        if val_set and cfg.val_points:
+            validator = Validator(policy, val_set, task, stage_cfg, out / name,
+                                  [ex.label for ex in train_set])
         kept = None
         if name == "grpo":
             if cfg.lora_r > 0:  # adapters-off must be the SFT model, the reference (departure 8)
@@ -256,8 +259,9 @@ def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
                 train_set, kept = skeptic_filter(policy, train_set, cfg)
             # The LLM judge costs a generate call per completion: skip it when it weighs 0.
             weighs = cfg.reward_weights.get("judge", 0) > 0 or cfg.judge == "rubric"
-            grpo_stage(policy, train_set, make_reward_fn(cfg.reward_weights, judge if weighs else None),
-                       stage_cfg, out / name, steps, validate=validator)
+            reward_fn = make_reward_fn(cfg.reward_weights, judge if weighs else None)
+            grpo_stage(policy, train_set, reward_fn, stage_cfg, out / name, steps,
+                       validate=validator)
         else:
             sft_stage(policy, train_set, stage_cfg, out / name, steps, validate=validator)
         folders[name] = str(out / name / ("best" if validator else "last") / "model")
@@ -269,7 +273,8 @@ def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
                                        cfg, judge if d == "r" else None,
                                        out / name / f"{test}_completions.jsonl",
                                        reasoning=task == "cot" and d == "r")
-                        for d, test in TESTS.items() if splits[d, "test"] and (task, d) != ("hl", "r")}
+                        for d, test in TESTS.items()
+                        if splits[d, "test"] and (task, d) != ("hl", "r")}  # HL: not Test-2-R
         results[row]["val"] = dict(step=validator.best_step, bacc=validator.best[0],
                                    answer_nll=-validator.best[1],
                                    prior_entropy=validator.prior_entropy) if validator else {}
@@ -325,7 +330,8 @@ def _check(cfg: HirConfig) -> None:
         raise ValueError("train_audio_encoder needs lora_r 0: LoRA checkpoints hold adapters only")
     for sets in cfg.baselines:
         if sets not in BASELINE_ROWS:
-            raise ValueError(f"baselines: unknown training set {sets!r}; expected {list(BASELINE_ROWS)}")
+            raise ValueError(f"baselines: unknown training set {sets!r}; "
+                             f"expected {list(BASELINE_ROWS)}")
     for i, name in enumerate(cfg.stages):
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGES)}")

@@ -104,7 +104,8 @@ class FrozenDelta(nn.Module):
         if lora.merged:
             raise ValueError("unmerge the adapter before freezing it")
         self.base_layer = lora.base_layer
-        self.in_features, self.out_features = lora.base_layer.in_features, lora.base_layer.out_features
+        self.in_features = lora.base_layer.in_features
+        self.out_features = lora.base_layer.out_features
         self.register_buffer("lora_A", lora.lora_A.weight.detach().clone())                 # (r, in)
         self.register_buffer("lora_B", lora.scale * lora.lora_B.weight.detach().clone())    # (out, r)
 
@@ -118,7 +119,7 @@ class FrozenDelta(nn.Module):
 
 
 def _frozen_factors(layer):
-    """The (A, B') of every FrozenDelta below `layer` (a stack of frozen adapters), outermost first."""
+    """(A, B') of every FrozenDelta below `layer` (a stack of frozen adapters), outermost first."""
     out = []
     while isinstance(layer, FrozenDelta):
         out.append((layer.lora_A, layer.lora_B))

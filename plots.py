@@ -180,7 +180,9 @@ def hir_learning(run_dir, seeds: list, stages: list, png) -> dict | None:
         for label, (x, y) in lines.items():
             top = "nll" in label or "entropy" in label
             scale = 100 if label.endswith("val_auc") else 1
+            colour = f"C{seeds.index(int(label.split()[1]))}"  # one per seed
             axes[0 if top else 1][col].plot(x, [v * scale for v in y], lw=1, label=label,
+                                            color=colour,  # dashed: entropy, AUC
                                             ls="--" if "entropy" in label or "auc" in label else "-")
         axes[0][col].set_title(stage, fontsize=9)
         axes[1][col].set_xlabel("step")

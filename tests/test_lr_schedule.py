@@ -42,7 +42,8 @@ def test_the_sft_loop_steps_the_lr_along_the_schedule(tmp_path):
     examples = [ChatExample(None, "Real or fake?", "real", "Final Answer: Real")] * 4
     cfg = ChatConfig(lr=1e-3, warmup_steps=2, lr_floor=0.1, batch_size=2, out_dir=str(tmp_path))
     sft_stage(policy, examples, cfg, tmp_path / "sft", steps=6)
-    rows = [json.loads(line) for line in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
+    log = (tmp_path / "sft" / "metrics.jsonl").read_text()
+    rows = [json.loads(line) for line in log.splitlines()]
     f = train.warmup_lambda(2, 6, 0.1)
     # the row of step k + 1 holds the lr after k + 1 scheduler steps, i.e. the lr of step k + 1
     assert [r["lr"] for r in rows] == pytest.approx(
@@ -50,5 +51,6 @@ def test_the_sft_loop_steps_the_lr_along_the_schedule(tmp_path):
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, f)
     assert opt.param_groups[0]["lr"] == pytest.approx(1e-3 * f(0))  # step 0 trains at f(0)
+    opt.step()
     sched.step()
     assert sched.get_last_lr()[0] == pytest.approx(rows[0]["lr"], abs=1e-6)
