@@ -121,8 +121,10 @@ def hir_stage_bars(results: dict, png) -> dict | None:
     for ax, (panel, bars), (test, _, label) in zip(axes, drawn.items(), HIR_BARS):
         names = list(bars)
         ax.barh(range(len(names)), [m for m, _ in bars.values()],
-                xerr=[s for _, s in bars.values()], color="tab:blue", alpha=0.8)
-        ax.set_yticks(range(len(names)), [n.split(": ", 1)[-1] for n in names], fontsize=7)
+                xerr=[s for _, s in bars.values()], alpha=0.8,
+                color=["tab:gray" if "AASIST" in n else "tab:blue" for n in names])
+        ax.set_yticks(range(len(names)), [n.replace("Wav2Vec2-AASIST", "AASIST").replace(
+            "Qwen2-Audio", "LALM") for n in names], fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{label} ({test})", fontsize=9)
     save(fig, png)
