@@ -1,6 +1,9 @@
 """HIR-SDD data (Dvirniak et al. 2026): annotations -> prompts and targets, and grounding.
 
-    record (read_hir_manifest)  -> hard-label target  "Final Answer: Real|Fake"
+    record (read_hir_manifest)  -> dataset "hl" (Train-1-HL / Val-1-HL / Test-1-HL), "r" (the
+                                   reasoning set: Train-2-* / Test-2-R) or "hard" (extra test
+                                   clips for the hard / out-of-distribution table), and a split
+                                -> hard-label target  "Final Answer: Real|Fake"
                                 -> reasoning target   <think>comment</think>
                                                       <reasons>[TAG, ...]</reasons>
                                                       <answer>Real|Fake</answer>
@@ -11,19 +14,29 @@ The formats, the 30 s cut and the grounding recipe follow the paper's public cod
 departs from it (the paper leaves these open): a share `p` of the training clips is perturbed,
 fixed per clip; a gain change is 2-8 dB up or down (so it is audible); the noise SNR is relative
 to the whole clip; a span longer than the clip is cut to it; the sentence opens <think>.
+
+The synthetic stand-in for the two data sets (HIR_SETS, built by `synthetic_manifest`): 1-2 s
+clips, so the training sets and the main test sets hold only the spoof families such a clip
+can show (MAIN_FAMILIES: a vocoder source, a missing band, no pause, smoothed spectra) under
+channels that keep those cues (MAIN_CHANNELS); the prosodic families and no_breath, which a
+1-2 s clip or its features cannot show (PROBES.md), make up the hard test set. Sets 1 and 2
+are drawn alike from disjoint speakers: the union row measures more data, not a new domain.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from data import load_audio
 from rewards import HIR_TAGS
+from synth_speech import CHANNELS, SpeechSet, load_annotations, make_speech_corpora
 from train_chat import ChatExample
 
 HL_QUESTION = ("Assess whether the audio sample contains genuine human speech or synthesized "
@@ -35,6 +48,31 @@ SPAN_SECONDS = (0.2, 1.2)  # grounding span length, HIR-SDD code
 SAMPLE_RATE = 16000  # Qwen2-Audio's (Whisper's) rate
 LABEL_WORDS = {"real": "real", "bonafide": "real", "bona-fide": "real", "fake": "fake",
                "spoof": "fake"}
+DATASETS = ("hl", "r", "hard")  # hard-label set 1, reasoning set 2, hard test clips
+MAIN_FAMILIES = ("vocoder_buzz", "band_limited", "no_pause", "oversmoothed")
+HARD_FAMILIES = ("flat_prosody", "metronome", "odd_stress", "accent", "no_breath")
+MAIN_CHANNELS = ("clean", "gain", "reverb")  # noise fills the missing band, telephone cuts it
+# One part per 8 speakers (synth_speech draws 8 per set): with 8 voices a split's balanced
+# accuracy swings by 10 points between speaker draws (a fixed log-mel probe: 71-84 %), so each
+# split is 2-3 parts. role = the records' dataset ("pretrain": the audio pre-training stand-in's
+# own clips, not in the manifest); every 3rd clip bona fide, spoof-heavy as HIR-SDD's (77 %).
+_PARTS = dict(pretrain=(3, 200, 4, "train"), train=(3, 240, 4, "train"), val=(2, 60, 3, "val"),
+              test=(3, 80, 3, "test"))  # split -> (parts, clips per part, quick, split)
+
+
+def _split_sets(role: str, families: tuple, every: int, channels: tuple, split: str) -> dict:
+    parts, size, quick, name = _PARTS[split]
+    stem = role if role == split else f"{role}_{split}"
+    # parts a, b, c: with 1, 2, 3 the clip hl_test_1/76 hits a generator edge case (a first
+    # syllable under 80 ms leaves no syllable: synth_speech._timeline), reported upstream
+    return {f"{stem}_{k}": SpeechSet(role, "manifest", every, families, channels, size, quick, name)
+            for k in "abc"[:parts]}
+
+
+HIR_SETS = {**_split_sets("pretrain", MAIN_FAMILIES, 2, CHANNELS, "pretrain"),
+            **{k: v for role in ("hl", "r") for split in ("train", "val", "test")
+               for k, v in _split_sets(role, MAIN_FAMILIES, 3, MAIN_CHANNELS, split).items()},
+            **_split_sets("hard", HARD_FAMILIES, 3, MAIN_CHANNELS, "test")}
 
 
 # ----------------------------------------------------------------------------- records and targets
@@ -47,8 +85,9 @@ def read_hir_manifest(path) -> list:
 
     path relative to the manifest's folder (or absolute); label real | bonafide | bona-fide |
     fake | spoof; comment needed for reasoning targets; tags from HIR_TAGS, none for bona fide;
-    split train | val | test (or use `resplit`); other keys are kept (synth_speech's
-    annotations.jsonl is such a file). Blank lines are skipped; errors name file and line."""
+    split train | val | test (or use `resplit`); dataset hl | r | hard (default r: annotated
+    clips are the reasoning set; hard only for test clips); other keys are kept. Blank lines
+    are skipped; errors name file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest not found: {path}")
@@ -76,28 +115,62 @@ def read_hir_manifest(path) -> list:
             raise ValueError(f"{where}: comment must be a string")
         if r.get("split", "train") not in ("train", "val", "test"):
             raise ValueError(f"{where}: split must be train, val or test, got {r['split']!r}")
+        dataset = r.get("dataset", "r")
+        if dataset not in DATASETS or (dataset == "hard" and r.get("split") != "test"):
+            raise ValueError(f"{where}: dataset must be one of {DATASETS} (hard: test clips "
+                             f"only), got {dataset!r}")
         audio = path.parent.absolute() / r["path"]  # an absolute path stays as it is
         if not audio.is_file():
             raise FileNotFoundError(f"{where}: audio file not found: {audio}")
         records.append(dict(r, path=str(audio), label=LABEL_WORDS[label], tags=list(tags),
-                            comment=r.get("comment", "").strip(), where=where))
+                            comment=r.get("comment", "").strip(), dataset=dataset, where=where))
     if not records:
         raise ValueError(f"{path}: manifest has no entries")
     return records
 
 
+SPLITS = ("train", "val", "test")
+
+
 def split_records(records: list, resplit: list) -> dict:
-    """{"train", "val", "test"} -> records: each record's own split, or a random re-split."""
+    """{(dataset, split): records}: each record's own split, or a random re-split of each of
+    the datasets hl and r (hard clips stay test clips)."""
+    out = {(d, s): [] for d in DATASETS for s in SPLITS}
     if not resplit:
         if any("split" not in r for r in records):
             raise ValueError(f"{records[0]['where']}: records lack 'split'; set resplit")
-        return {s: [r for r in records if r["split"] == s] for s in ("train", "val", "test")}
+        for r in records:
+            out[r["dataset"], r["split"]].append(r)
+        return out
     if len(resplit) != 3 or min(resplit) < 0 or sum(resplit) <= 0:
         raise ValueError(f"resplit must be three non-negative fractions, got {resplit}")
-    order = np.random.default_rng(0).permutation(len(records))  # data, not the run seed
-    cut = np.cumsum(resplit) / sum(resplit) * len(records)
-    parts = np.split(order, cut[:2].round().astype(int))
-    return {s: [records[i] for i in p] for s, p in zip(("train", "val", "test"), parts)}
+    out["hard", "test"] = [r for r in records if r["dataset"] == "hard"]
+    for d in ("hl", "r"):
+        mine = [r for r in records if r["dataset"] == d]
+        order = np.random.default_rng(0).permutation(len(mine))  # data, not the run seed
+        cut = np.cumsum(resplit) / sum(resplit) * len(mine)
+        for s, part in zip(SPLITS, np.split(order, cut[:2].round().astype(int))):
+            out[d, s] = [mine[i] for i in part]
+    return out
+
+
+def synthetic_manifest(root, size: str = "default") -> Path:
+    """Build (or reuse) the HIR_SETS corpus under root and write root/hir_manifest.jsonl:
+    every clip but the pre-training stand-in's, with `dataset` = its set's role."""
+    make_speech_corpora(root, seed=0, size=size, domains=HIR_SETS)
+    path = Path(root) / "hir_manifest.jsonl"
+    rows = [dict(r, path=str(Path(r["path"]).relative_to(Path(root).absolute())),
+                 dataset=HIR_SETS[r["set"]].role)
+            for r in load_annotations(Path(root).absolute()).values()
+            if HIR_SETS[r["set"]].role != "pretrain"]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def pretraining_clips(root) -> list:
+    """(path, spoof family) of the pre-training stand-in's clips ("bonafide" for real)."""
+    return [(p, r["family"]) for p, r in load_annotations(Path(root).absolute()).items()
+            if HIR_SETS[r["set"]].role == "pretrain"]
 
 
 def hard_label_target(label: str) -> str:
@@ -133,18 +206,45 @@ class Clip:
         return x if dtype is None else x.astype(dtype)
 
 
-def make_examples(records: list, task: str, limit: int) -> list:
-    """ChatExamples of one task ("hl" | "cot"); meta keeps the reference for judge and Jaccard."""
+def make_examples(records: list, task: str, limit: int, targets: bool = True) -> list:
+    """ChatExamples of one task ("hl" | "cot"); meta keeps the reference for judge and Jaccard.
+    targets=False (test prompts): no SFT target, so no comment is needed."""
     out = []
     for r in records:
-        if task == "cot" and not r["comment"]:
+        if task == "cot" and targets and not r["comment"]:
             raise ValueError(f"{r['where']}: empty comment, needed for a reasoning target")
-        target = (hard_label_target(r["label"]) if task == "hl"
+        target = ("" if not targets else hard_label_target(r["label"]) if task == "hl"
                   else cot_target(r["comment"], r["tags"], r["label"]))
         out.append(ChatExample(Clip(r["path"], limit), HL_QUESTION if task == "hl" else
                                COT_QUESTION, r["label"], target,
-                               dict(tags=r["tags"], comment=r["comment"], path=r["path"])))
+                               dict(tags=r["tags"], comment=r["comment"], path=r["path"],
+                                    family=r.get("family", r["label"]))))
     return out
+
+
+class CachedFeatures:
+    """The audio feature extractor with a per-clip cache: the log-mel of a waveform is computed
+    once, not in every batch that holds it. A clip's features do not depend on the other clips
+    of its batch (each is padded to the encoder's length on its own), so stacking cached rows
+    gives exactly the batch call's output. Keyed by the waveform's bytes, so a perturbed
+    (grounded) copy of a clip is its own entry. Memory grows with the distinct clips (tiny
+    model: 0.1 MB each; 30 s clips: 1.5 MB each), hence an option of the route."""
+
+    def __init__(self, extractor, cache: dict | None = None):
+        self.extractor, self.cache = extractor, {} if cache is None else cache
+
+    def __getattr__(self, name):  # sampling_rate, chunk_length, save_pretrained, ...
+        return getattr(self.extractor, name)
+
+    def __call__(self, clips, **kw):
+        rows = []
+        for x in clips:
+            key = (hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest(),
+                   len(x), repr(sorted(kw.items())))
+            if key not in self.cache:
+                self.cache[key] = self.extractor([x], **kw)
+            rows.append(self.cache[key])
+        return {k: torch.cat([r[k] for r in rows]) for k in rows[0].keys()}
 
 
 def class_free_examples(hl: list, cot: list, rng: np.random.Generator) -> list:

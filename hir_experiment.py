@@ -1,42 +1,54 @@
 """HIR-SDD route (Dvirniak et al. 2026): an audio LLM that explains its spoof verdict.
 
-    base LALM --SFT "Final Answer: Real|Fake"--> Train-HL
-              --SFT <think>..</think><reasons>[..]</reasons><answer>..</answer>--> Train-R
+    [miniature: audio pre-training stand-in, then a class-free format stage = the "base LALM"]
+    base LALM --SFT "Final Answer: Real|Fake" on Train-1-HL, Train-2-HL or both--> Train-HL
+              --SFT <think>..</think><reasons>[..]</reasons><answer>..</answer>--> Train-2-R
               --the same, some clips perturbed + a <think> sentence naming it--> + grounding
     a CoT model --GRPO: correctness + format + reasons + judge (skeptic filter optional)
-    each model -> test accuracy, balanced accuracy, F1 (bona fide positive); CoT models also
-    Jaccard of tags (Eq. 1), judge score, malformed share; plus a Wav2Vec2-AASIST row.
+    each model -> Test-1-HL: acc, balanced acc, F1 (bona fide positive), AUC; CoT models also
+    Test-2-R: Jaccard of tags (Eq. 1), judge score (mean of `judge_runs` runs), malformed share;
+    every model -> the hard / out-of-distribution test set; plus Wav2Vec2-AASIST rows.
 
-Stages are options of one loop (`stages`), each an sft_stage or grpo_stage of train_chat.py;
-CoT stages start from the base model or (the paper's option ii) from the hard-label one.
-`python train.py --recipe configs/hir_mini.json` runs the CPU miniature; --quick a toy size.
+Stages are options of one loop (`stages`), each an sft_stage or grpo_stage of train_chat.py,
+validated every so often on the validation split; the best validation step is the stage's
+model (hir_eval.Validator). `python train.py --recipe configs/hir_mini.json` runs the CPU
+miniature (docs/hir.md); --quick a toy size in its own folder.
 
-Departures from the paper, numbered:
+Departures from the paper and its public code (github.com/dkorzh10/HIR-SDD), numbered:
 1. Qwen2-Audio (Qwen2AudioForConditionalGeneration) instead of SALMONN-7B, which is not in
    transformers; Qwen2-Audio is the LALM the paper's related work (ALLM4ADD) fine-tunes.
-2. The miniature's LALM is a tiny randomly initialised Qwen2-Audio (tiny.py). Its "pre-training"
-   is a format stage on class-free text: each clip is paired with the targets of another random
-   clip, so it learns both output formats and the comments' language but answers independently
-   of the audio. It stands in for a pre-trained LALM with weak zero-shot ability; no more.
-   Its random audio encoder is trained too (`train_audio_encoder`); the real one stays frozen.
-3. Data: synthetic speech with templated comments (synth_speech.py) instead of 41k human
-   annotations, pooled and split at random (`resplit`), as the paper splits its reasoning set.
+2. The miniature's LALM is a tiny randomly initialised Qwen2-Audio (tiny.py). It stands in for
+   a pre-trained LALM in two steps: its audio encoder + projector are pre-trained on the spoof
+   family of clips of their own (audio_pretrain.py: what that makes it and what not) and then
+   stay frozen, as the paper's Whisper; a format stage on class-free text (each clip paired
+   with the targets of another random clip) teaches the LLM the output formats and the
+   comments' language, not the audio. Full fine-tuning of projector + LLM, not LoRA.
+3. Data: synthetic speech with templated comments (synth_speech.py, hir_data.HIR_SETS) instead
+   of 41k human annotations; the two sets differ by speakers only (hir_data).
 4. Judge: a deterministic rubric (judge.RubricJudge) in the miniature; an LLM judge otherwise
    (the recipe: Qwen2.5-7B-Instruct, the paper: Qwen2.5-32B). Test traces are scored by the same
-   judge (the paper: GPT-5.1). See judge.py.
-5. Grounding details the paper leaves open are listed in hir_data.py (the data side: manifest,
-   targets, grounding); there a share `grounding_p` of training clips is perturbed.
-6. The skeptic filter runs once before GRPO, with the starting policy, on `skeptic_prompts`
-   random training prompts (0: all of them).
-7. With LoRA the GRPO reference is the base model (adapters off), not the SFT checkpoint (as
-   TRL with peft). The miniature fine-tunes fully, so its reference is the SFT checkpoint.
-8. Evaluation decodes greedily; the hard-label answer must be exactly "Final Answer: Real|Fake".
+   judge (the paper: GPT-5.1), sampled and averaged over `judge_runs` runs. See judge.py.
+5. Grounding details the paper leaves open are listed in hir_data.py.
+6. The skeptic filter (the code's filter_controversial) runs once before GRPO, with the starting
+   policy, on `skeptic_prompts` random training prompts; the code checks each batch as it comes
+   and reuses its 3 check rollouts in the group.
+7. GRPO's objective is the code's REINFORCE on the summed token log-probs
+   (grpo.grpo_loss loss_type "reinforce"), with the KL to the GRPO start point as the code has
+   it; the KL here is the k3 estimator summed over tokens, the code's the k1 difference of the
+   summed log-probs (salmon_grpo) -- both 0 at the first step. Log-probs use the sampling
+   temperature (chat.py pitfall 2); the code scores at temperature 1. Advantages: (r - mean) /
+   (std + 1e-4), all-equal groups exactly 0 (the code: std + 1e-8; salmon_grpo: std >= 0.01).
+8. With LoRA, GRPO trains a fresh adapter on the frozen SFT adapter (lora.stack_adapter), so
+   that adapters-off is the SFT model; the code keeps training the SFT adapter and swaps in a
+   snapshot for the reference. The miniature fine-tunes fully: its reference is a frozen copy.
+9. GRPO prompts come from Train-2-R; the paper's row says Val-1 and its unified config trains
+   GRPO on the reasoning validation split, which here selects checkpoints instead.
+10. Evaluation decodes greedily; the hard-label answer must be exactly "Final Answer: Real|Fake".
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,29 +57,32 @@ import torch
 
 import train
 from train import option
-from eval import accuracy, balanced_accuracy, f1_score, format_table, malformed_share, mean_jaccard
-from hir_data import (GROUNDING_CLAIM, SAMPLE_RATE, class_free_examples, ground, make_examples,
-                      parse_hard_label, read_hir_manifest, split_records)
+from audio_pretrain import pretrained_audio
+from hir_data import (SAMPLE_RATE, CachedFeatures, class_free_examples, ground, make_examples,
+                      pretraining_clips, read_hir_manifest, split_records, synthetic_manifest)
+from hir_eval import Validator, evaluate
+from hir_report import PRETRAIN_ROW, TESTS, report
 from judge import make_judge
-from rewards import HIR_WEIGHTS, JUDGE_FIELDS, correctness_reward, hir_format_reward, hir_reward, \
-    parse_hir
-from train_chat import ChatConfig, generate_answers, grpo_stage, load_policy, sft_stage
+from lora import stack_adapter
+from rewards import HIR_WEIGHTS, correctness_reward, hir_reward
+from train_chat import ChatConfig, grpo_stage, load_policy, sft_stage
 
-STAGES = {  # name -> (task, starts from, trains on grounded audio, table row)
-    "hl_sft": ("hl", "base", False, "Train-HL"),
-    "cot_sft": ("cot", "base", False, "Train-R"),
-    "hl_cot_sft": ("cot", "hl_sft", False, "Train-HL -> Train-R"),
-    "cot_ground_sft": ("cot", "base", True, "Train-R + grounding"),
-    "hl_cot_ground_sft": ("cot", "hl_sft", True, "Train-HL -> Train-R + grounding"),
-    "grpo": ("cot", None, None, None),  # starts from grpo_init, on its data; row: init's + GRPO
+STAGES = {  # name -> (task, starts from, grounded audio, training datasets, table row)
+    "hl_sft": ("hl", "base", False, ("hl",), "Train-1-HL"),
+    "hl2_sft": ("hl", "base", False, ("r",), "Train-2-HL"),
+    "hl12_sft": ("hl", "base", False, ("hl", "r"), "Train-1-HL + Train-2-HL"),
+    "cot_sft": ("cot", "base", False, ("r",), "Train-2-R"),
+    "hl_cot_sft": ("cot", "hl_sft", False, ("r",), "Train-1-HL -> Train-2-R"),
+    "cot_ground_sft": ("cot", "base", True, ("r",), "Train-2-R + grounding"),
+    "hl_cot_ground_sft": ("cot", "hl_sft", True, ("r",), "Train-1-HL -> Train-2-R + grounding"),
+    "grpo": ("cot", None, None, ("r",), None),  # from grpo_init; row: init's row + " + GRPO"
 }
-PAPER = {"SALMONN-7B Train-2-HL": dict(acc=94.5, bacc=88.6, f1=85.7),
-         "Jaccard": dict(sft=0.6264, grpo=0.6468)}
-CORPUS_ROOT = "runs/corpus"  # shared with the classifier route
+CORPUS_ROOT = "runs/corpus_hir"
 # --quick: every stage at toy size, under a minute on 2 CPU cores (a test runs it).
-QUICK = dict(corpus_size="quick", format_steps=6, hl_steps=4, cot_steps=4, grpo_steps=2,
-             sft_batch_size=4, batch_size=2, num_generations=3, max_new_tokens=40,
-             skeptic_rollouts=2, eval_batch_size=16,
+QUICK = dict(corpus_size="quick", audio_pretrain_steps=4, format_steps=4, hl_steps=4, cot_steps=4,
+             grpo_steps=2, sft_batch_size=4, batch_size=2, num_generations=3, max_new_tokens=40,
+             skeptic_rollouts=2, skeptic_prompts=4, eval_batch_size=16, val_points=1, seeds=1,
+             workers=1, baselines=["hl"],
              baseline=dict(steps=4, batch_size=4, eval_every=4, lr=1e-3, rawboost_algo=0,
                            train_min_sec=0.5, train_max_sec=1.0))
 
@@ -81,27 +96,40 @@ class HirConfig(ChatConfig):
     corpus_size: str = option("default", "synthetic corpus size: default | quick")
     resplit: list = option([], "[train, val, test] fractions of a random re-split; [] = as given")
     max_audio_seconds: float = option(30.0, "audio cut to this and to the encoder's (tiny: 2 s)")
+    cache_features: bool = option(False, "keep each clip's log-mel in memory (small corpora)")
+    audio_pretrain_steps: int = option(0, "steps of the audio pre-training stand-in (miniature)")
+    audio_pretrain_lr: float = option(3e-3, "its learning rate")
+    audio_pretrain_batch_size: int = option(16, "its clips per step")
     stages: list = option(["hl_sft", "cot_sft", "cot_ground_sft", "grpo"],
-                      "in order, of: " + " | ".join(STAGES))
+                          "in order, of: " + " | ".join(STAGES))
     format_steps: int = option(0, "steps of the class-free format stage first (miniature; 0 = none)")
     hl_steps: int = option(1000, "hard-label SFT steps")
     cot_steps: int = option(1000, "CoT SFT steps (each CoT stage)")
     grpo_steps: int = option(300, "GRPO steps")
+    val_points: int = option(4, "validations per stage, evenly spaced; the best is kept (0: last)")
     sft_batch_size: int = option(8, "SFT examples per step (batch_size is GRPO's prompts per step)")
-    sft_lr: float = option(3e-5, "SFT learning rate (lr is GRPO's)")
+    sft_lr: float = option(1e-4, "SFT peak learning rate (lr is GRPO's)")
+    sft_lr_floor: float = option(0.01, "SFT lr decays (cosine) to sft_lr * this")
+    sft_warmup_steps: int = option(0, "SFT warm-up steps (warmup_steps is GRPO's)")
     grounding_p: float = option(0.5, "share of training clips perturbed in grounded stages")
     grpo_init: str = option("cot_ground_sft", "GRPO starts from this stage (or checkpoint folder)")
     grpo_grounding: bool = option(True, "GRPO prompts use the grounded training audio")
+    grpo_lora_r: int = option(0, "rank of GRPO's fresh adapter on the frozen SFT one (0: lora_r)")
+    grpo_lora_alpha: int = option(0, "its alpha (0: lora_alpha)")
     reward_weights: dict = option(dict(HIR_WEIGHTS), "weights of correctness, format, reasons, judge")
     skeptic: bool = option(False, "GRPO only on prompts whose check rollouts are mixed")
-    skeptic_rollouts: int = option(4, "check rollouts per prompt for the skeptic filter")
+    skeptic_rollouts: int = option(3, "check rollouts per prompt for the skeptic filter")
     skeptic_prompts: int = option(0, "prompts the skeptic filter checks, drawn at random (0: all)")
     judge: str = option("rubric", "rubric (deterministic stand-in) | llm")
     judge_model: str = option("", "causal LM hub id / folder for judge='llm'")
     judge_batch_size: int = option(8, "traces per judge generate call")
+    judge_runs: int = option(5, "evaluation: judge runs averaged (the paper: five; rubric: one)")
+    judge_temperature: float = option(0.7, "evaluation: the LLM judge's sampling temperature")
     train_audio_encoder: bool = option(False, "also train the audio encoder (full fine-tuning only)")
-    baseline: dict = option({}, "ClassifierConfig fields of the Wav2Vec2-AASIST row ({}: none)")
+    baseline: dict = option({}, "ClassifierConfig fields of the Wav2Vec2-AASIST rows ({}: none)")
+    baselines: list = option(["hl", "r", "hl+r"], "training sets of the Wav2Vec2-AASIST rows")
     seeds: int = option(1, "repeat over seeds seed, seed+1, ... and report mean ± std")
+    workers: int = option(1, "processes running the seeds side by side (one thread each)")
 
 
 # ----------------------------------------------------------------------------- GRPO pieces
@@ -151,51 +179,131 @@ def skeptic_filter(policy, examples: list, cfg: HirConfig):
     return [examples[i] for i in keep], len(keep) / len(examples)
 
 
-# ----------------------------------------------------------------------------- evaluation
+# ----------------------------------------------------------------------------- the stages
 
-def evaluate(policy, examples: list, task: str, cfg: HirConfig, judge, out: Path) -> dict:
-    """Greedy answers on `examples` -> metrics (percent, Jaccard 0-1, judge 0-10); the
-    completions go to out/test_completions.jsonl (overwritten)."""
-    texts = generate_answers(policy, examples, cfg)
-    true = [ex.label for ex in examples]
-    if task == "hl":
-        preds = [parse_hard_label(t) for t in texts]
-        malformed = preds
-    else:
-        parsed = [parse_hir(t) for t in texts]
-        preds = [p.answer for p in parsed]
-        malformed = [p if hir_format_reward(t) else None for t, p in zip(texts, preds)]
-    m = dict(acc=100 * accuracy(preds, true), bacc=100 * balanced_accuracy(preds, true),
-             f1=100 * f1_score(preds, true), malformed=100 * malformed_share(malformed))
-    if task == "cot":
-        scores = judge.score_batch(texts, examples)
-        m["jaccard"] = mean_jaccard([p.reasons for p in parsed],
-                                    [ex.meta["tags"] for ex in examples])
-        m["judge"] = 10 * float(np.mean([s.score for s in scores]))  # the rubric's 0-10 scale
-        m.update({f: float(np.mean([getattr(s, f) for s in scores])) for f in JUDGE_FIELDS})
-        thinks = [p.think for p in parsed if p.think]
-        m["distinct"] = len(set(thinks)) / len(texts)  # diversity of the <think> texts
-        m["think_words"] = float(np.mean([len(t.split()) for t in thinks])) if thinks else 0.0
-        m["false_grounding"] = 100 * float(np.mean([bool(GROUNDING_CLAIM.search(t))
-                                                    for t in texts]))
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "test_completions.jsonl", "w") as f:
-        f.writelines(json.dumps(dict(path=ex.meta["path"], label=ex.label, completion=t)) + "\n"
-                     for ex, t in zip(examples, texts))
-    return m
+def _load(cfg: HirConfig, source: str, cache: dict | None):
+    policy = load_policy(cfg, source, "audio", lora=True)
+    if cfg.train_audio_encoder:  # the tiny encoder: trained on (departure 2)
+        for name, p in policy.model.named_parameters():
+            if "audio_tower" in name.split("."):
+                p.requires_grad_(True)
+    if cache is not None:
+        policy.processor = CachedFeatures(policy.processor, cache)
+    return policy
 
 
-def aasist_baseline(cfg: HirConfig, splits: dict, out: Path) -> dict:
-    """The Wav2Vec2-AASIST row: the classifier route's SFT on the same hard-label train set,
-    model chosen on val by EER, test predictions "real" when logit(real) - logit(fake) >= 0."""
+def stage_spec(name: str, cfg: HirConfig) -> tuple:
+    """(task, init, grounded, datasets, row) of a stage; GRPO's from grpo_init."""
+    task, init, grounding, datasets, row = STAGES[name]
+    if name == "grpo":
+        init, grounding = cfg.grpo_init, cfg.grpo_grounding
+        row = (STAGES[init][4] if init in STAGES else init) + " + GRPO"
+    return task, init, grounding, datasets, row
+
+
+def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
+    """Every stage of `cfg.stages` for one seed -> {table row: {test set: metrics}}."""
+    out = Path(cfg.out_dir) / f"seed{cfg.seed}"
+    cache = {} if cfg.cache_features else None  # log-mels, shared by every model of this seed
+    policy = _load(cfg, cfg.model, cache)
+    if policy.processor.sampling_rate != SAMPLE_RATE:
+        raise ValueError(f"{cfg.model}: feature extractor at {policy.processor.sampling_rate} Hz")
+    # HIR-SDD cuts audio to 30 s; the tiny model's encoder takes 2 s.
+    limit = int(min(cfg.max_audio_seconds, policy.processor.chunk_length) * SAMPLE_RATE)
+
+    def examples(datasets, split, task, targets=True):
+        return make_examples([r for d in datasets for r in splits[d, split]], task, limit, targets)
+
+    sft_cfg = dataclasses.replace(cfg, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size,
+                                  warmup_steps=cfg.sft_warmup_steps, lr_floor=cfg.sft_lr_floor)
+    results, folders = {}, {"base": cfg.model}
+    if cfg.audio_pretrain_steps:
+        acc = pretrained_audio(policy, pretraining_clips(cfg.corpus_root),
+                               cfg.audio_pretrain_steps, cfg.audio_pretrain_lr,
+                               cfg.audio_pretrain_batch_size, cfg.seed, limit,
+                               out / "audio_pretrain")
+        results[PRETRAIN_ROW] = {"train": dict(acc=100 * acc)}
+        policy.save(out / "audio_pretrain" / "model")
+        folders["base"] = str(out / "audio_pretrain" / "model")
+    if cfg.format_steps:
+        rng = np.random.default_rng([cfg.seed, 1])
+        free = class_free_examples(examples(("r",), "train", "hl"),
+                                   examples(("r",), "train", "cot"), rng)
+        sft_stage(policy, free, dataclasses.replace(sft_cfg, lr_floor=1.0), out / "format",
+                  cfg.format_steps)
+        folders["base"] = str(out / "format" / "last" / "model")
+    base_in_memory = True  # `policy` holds the base model until a stage trains it
+    for name in cfg.stages:
+        task, init, grounding, datasets, row = stage_spec(name, cfg)
+        if not (init == "base" and base_in_memory):
+            policy = None  # free the last model before loading the next (7B: twice the memory)
+            policy = _load(cfg, folders.get(init, init), cache)
+        base_in_memory = False
+        train_set = examples(datasets, "train", task)
+        if grounding:
+            train_set = ground(train_set, cfg.seed, cfg.grounding_p)
+        steps = dict(hl=cfg.hl_steps, cot=cfg.cot_steps)[task] if name != "grpo" else cfg.grpo_steps
+        every = -(-steps // cfg.val_points) if cfg.val_points else 0  # ceil(steps / points)
+        stage_cfg = dataclasses.replace(sft_cfg if name != "grpo" else cfg, eval_every=every)
+        val_set = examples(datasets, "val", task)
+        validator = None
+        if val_set and cfg.val_points:
+            validator = Validator(policy, val_set, task, stage_cfg, out / name,
+                                  [ex.label for ex in train_set])
+        kept = None
+        if name == "grpo":
+            if cfg.lora_r > 0:  # adapters-off must be the SFT model, the reference (departure 8)
+                stack_adapter(policy.model, cfg.grpo_lora_r or cfg.lora_r,
+                              cfg.grpo_lora_alpha or cfg.lora_alpha, cfg.lora_dropout, cfg.seed)
+            if cfg.skeptic:
+                train_set, kept = skeptic_filter(policy, train_set, cfg)
+            # The LLM judge costs a generate call per completion: skip it when it weighs 0.
+            weighs = cfg.reward_weights.get("judge", 0) > 0 or cfg.judge == "rubric"
+            reward_fn = make_reward_fn(cfg.reward_weights, judge if weighs else None)
+            grpo_stage(policy, train_set, reward_fn, stage_cfg, out / name, steps,
+                       validate=validator)
+        else:
+            sft_stage(policy, train_set, stage_cfg, out / name, steps, validate=validator)
+        folders[name] = str(out / name / ("best" if validator else "last") / "model")
+        if validator:  # evaluate the selected checkpoint, and chain from it
+            policy = None
+            policy = _load(cfg, folders[name], cache)
+        row = "Qwen2-Audio: " + row
+        results[row] = {test: evaluate(policy, examples((d,), "test", task, targets=False), task,
+                                       cfg, judge if d == "r" else None,
+                                       out / name / f"{test}_completions.jsonl",
+                                       reasoning=task == "cot" and d == "r")
+                        for d, test in TESTS.items()
+                        if splits[d, "test"] and (task, d) != ("hl", "r")}  # HL: not Test-2-R
+        results[row]["val"] = dict(step=validator.best_step, bacc=validator.best[0],
+                                   answer_nll=-validator.best[1],
+                                   prior_entropy=validator.prior_entropy) if validator else {}
+        if kept is not None:
+            results[row]["val"]["skeptic_kept"] = kept
+    for sets in cfg.baselines if cfg.baseline else []:
+        results[f"Wav2Vec2-AASIST: {BASELINE_ROWS[sets]}"] = aasist_baseline(
+            cfg, splits, sets.split("+"), out / f"aasist_{sets.replace('+', '_')}")
+    return results
+
+
+BASELINE_ROWS = {"hl": "Train-1-HL", "r": "Train-2-HL", "hl+r": "Train-1-HL + Train-2-HL"}
+
+
+def aasist_baseline(cfg: HirConfig, splits: dict, datasets: list, out: Path) -> dict:
+    """A Wav2Vec2-AASIST row: the classifier route's SFT on the hard labels of `datasets`,
+    model chosen on their validation clips by EER; test clips "real" when logit(real) -
+    logit(fake) >= 0, the score itself for the AUC."""
+    import csv
     from train_classifier import AudioSet, ClassifierConfig, build_model, finetune, score_set
+    from hir_eval import verdict_metrics
     sets = {}
-    for name, records in splits.items():  # the records as data.read_manifest CSVs
-        path = out / "manifests" / f"{name}.csv"
+    for name, records in [("train", [r for d in datasets for r in splits[d, "train"]]),
+                          ("val", [r for d in datasets for r in splits[d, "val"]])] + [
+            (d, splits[d, "test"]) for d in TESTS if d != "r" and splits[d, "test"]]:
+        path = out / "manifests" / f"{name}.csv"  # the records as data.read_manifest CSVs
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
-            csv.writer(f).writerows([("path", "label")]
-                                    + [(r["path"], r["label"]) for r in records])
+            csv.writer(f).writerows([("path", "label")] + [(r["path"], r["label"]) for r in records])
         sets[name] = AudioSet(dict(kind="manifest", path=str(path), name=name), SAMPLE_RATE,
                               cache=False)
     ccfg = ClassifierConfig(**{**dict(head="aasist", seed=cfg.seed, device=cfg.device,
@@ -203,104 +311,16 @@ def aasist_baseline(cfg: HirConfig, splits: dict, out: Path) -> dict:
     best = finetune(ccfg, "sft", out / "sft", sets["train"], sets["val"], ccfg.model)
     device = train.pick_device(cfg.device)
     model = build_model(ccfg, str(best)).to(device)
-    scores, _ = score_set(model, sets["test"], device, ccfg.eval_batch_size,
-                          cfg.bf16 and device.type == "cuda")
-    preds = ["real" if s >= 0 else "fake" for s in scores]
-    true = [s.label for s in sets["test"].samples]
-    return dict(acc=100 * accuracy(preds, true), bacc=100 * balanced_accuracy(preds, true),
-                f1=100 * f1_score(preds, true), malformed=0.0)
-
-
-# ----------------------------------------------------------------------------- the stages
-
-def _load(cfg: HirConfig, source: str):
-    policy = load_policy(cfg, source, "audio", lora=True)
-    if cfg.train_audio_encoder:  # the tiny encoder is random, not pre-trained (departure 2)
-        for name, p in policy.model.named_parameters():
-            if "audio_tower" in name.split("."):
-                p.requires_grad_(True)
-    return policy
-
-
-def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
-    """Every stage of `cfg.stages` for one seed -> {table row: test metrics}."""
-    out = Path(cfg.out_dir) / f"seed{cfg.seed}"
-    sft_cfg = dataclasses.replace(cfg, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size)
-    policy = _load(cfg, cfg.model)
-    if policy.processor.sampling_rate != SAMPLE_RATE:
-        raise ValueError(f"{cfg.model}: feature extractor at {policy.processor.sampling_rate} Hz")
-    # HIR-SDD cuts audio to 30 s; the tiny model's encoder takes 2 s.
-    limit = int(min(cfg.max_audio_seconds, policy.processor.chunk_length) * SAMPLE_RATE)
-    data = {(s, t): make_examples(splits[s], t, limit) for s in ("train", "test")
-            for t in ("hl", "cot")}
-    grounded = ground(data["train", "cot"], cfg.seed, cfg.grounding_p)
-    results, folders = {}, {"base": cfg.model}
-    if cfg.format_steps:
-        rng = np.random.default_rng([cfg.seed, 1])
-        sft_stage(policy, class_free_examples(data["train", "hl"], data["train", "cot"], rng),
-                  sft_cfg, out / "format", cfg.format_steps)
-        folders["base"] = str(out / "format" / "last" / "model")
-        results["Qwen2-Audio: format stage only"] = evaluate(
-            policy, data["test", "cot"], "cot", cfg, judge, out / "format")
-    base_in_memory = True  # `policy` holds the base model until a stage trains it
-    for name in cfg.stages:
-        task, init, grounding, row = STAGES[name]
-        if name == "grpo":
-            init, grounding = cfg.grpo_init, cfg.grpo_grounding
-            row = (STAGES[init][3] if init in STAGES else init) + " + GRPO"
-        if not (init == "base" and base_in_memory):
-            policy = None  # free the last model before loading the next (7B: twice the memory)
-            policy = _load(cfg, folders.get(init, init))
-        base_in_memory = False
-        train_set = grounded if grounding else data["train", task]
-        if name == "grpo":
-            kept = 1.0
-            if cfg.skeptic:
-                train_set, kept = skeptic_filter(policy, train_set, cfg)
-            weights = cfg.reward_weights
-            # The LLM judge costs a generate call per completion: skip it when it weighs 0.
-            reward_judge = judge if weights.get("judge", 0) > 0 or cfg.judge == "rubric" else None
-            grpo_stage(policy, train_set, make_reward_fn(weights, reward_judge), cfg, out / name,
-                       cfg.grpo_steps)
-        else:
-            steps = cfg.hl_steps if task == "hl" else cfg.cot_steps
-            sft_stage(policy, train_set, sft_cfg, out / name, steps)
-        folders[name] = str(out / name / "last" / "model")
-        row = "Qwen2-Audio: " + row
-        results[row] = evaluate(policy, data["test", task], task, cfg, judge, out / name)
-        if name == "grpo":
-            results[row]["skeptic_kept"] = kept
-    if cfg.baseline:
-        results["Wav2Vec2-AASIST: Train-HL"] = aasist_baseline(cfg, splits, out / "aasist")
+    results = {}
+    for d, test in TESTS.items():
+        if d in sets:
+            scores, _ = score_set(model, sets[d], device, ccfg.eval_batch_size,
+                                  cfg.bf16 and device.type == "cuda")
+            true = [s.label for s in sets[d].samples]
+            fams = [r.get("family", r["label"]) for r in splits[d, "test"]]
+            m = verdict_metrics(["real" if s >= 0 else "fake" for s in scores], true, scores, fams)
+            results[test] = dict(m, malformed=0.0)
     return results
-
-
-def summarize(per_seed: list) -> dict:
-    """{row: {metric: (mean, std)}} over seeds."""
-    return {row: {k: (float(np.mean([r[row][k] for r in per_seed])),
-                      float(np.std([r[row][k] for r in per_seed]))) for k in per_seed[0][row]}
-            for row in per_seed[0]}
-
-
-def print_tables(summary: dict, n_seeds: int, n_test: int, miniature: bool) -> None:
-    def cells(row, keys):
-        return [row] + ["-" if k not in summary[row] else f"{summary[row][k][0]:.{d}f}" + (
-            f" ± {summary[row][k][1]:.{d}f}" if n_seeds > 1 else "") for k, d in keys]
-    what = "CPU miniature: tiny Qwen2-Audio, synthetic speech" if miniature else "Qwen2-Audio"
-    print(f"\nTable 1 shape ({what}); test n = {n_test}, {n_seeds} seed(s)")
-    keys = [("acc", 1), ("bacc", 1), ("f1", 1), ("jaccard", 3), ("judge", 2), ("malformed", 1)]
-    rows = sorted(summary, key=lambda r: not r.startswith("Wav2Vec2"))
-    print(format_table(["model: training", "acc %", "bacc %", "F1 real %", "Jaccard",
-                        "judge 0-10", "malformed %"], [cells(r, keys) for r in rows]))
-    p, j = PAPER["SALMONN-7B Train-2-HL"], PAPER["Jaccard"]
-    print(f"paper, SALMONN-7B Train-2-HL: acc {p['acc']}, bacc {p['bacc']}, F1 {p['f1']}")
-    print("\nReasoning quality, SFT vs GRPO (judge scores 0-10; distinct: share of unique "
-          "<think>; false grounding: % of traces naming a perturbation the clean test audio lacks)")
-    keys = [("jaccard", 3), ("judge", 2)] + [(f, 2) for f in JUDGE_FIELDS] + [
-        ("distinct", 2), ("think_words", 1), ("false_grounding", 1)]
-    print(format_table(["model: training"] + [k for k, _ in keys],
-                       [cells(r, keys) for r in rows if "jaccard" in summary[r]]))
-    print(f"paper, SALMONN-7B Jaccard: GRPO {j['grpo']} vs SFT {j['sft']}")
 
 
 def _check(cfg: HirConfig) -> None:
@@ -308,6 +328,10 @@ def _check(cfg: HirConfig) -> None:
         raise ValueError("hir runs several stages; start GRPO from a checkpoint with grpo_init")
     if cfg.train_audio_encoder and cfg.lora_r > 0:
         raise ValueError("train_audio_encoder needs lora_r 0: LoRA checkpoints hold adapters only")
+    for sets in cfg.baselines:
+        if sets not in BASELINE_ROWS:
+            raise ValueError(f"baselines: unknown training set {sets!r}; "
+                             f"expected {list(BASELINE_ROWS)}")
     for i, name in enumerate(cfg.stages):
         if name not in STAGES:
             raise ValueError(f"unknown stage {name!r}; expected one of {list(STAGES)}")
@@ -318,29 +342,34 @@ def _check(cfg: HirConfig) -> None:
             raise FileNotFoundError(f"grpo_init is neither a stage nor a folder: {init}")
 
 
+def _seed_worker(cfg: HirConfig, splits: dict) -> dict:
+    """One seed in a worker process (its own judge; no progress bars interleaving)."""
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(1)
+    judge = make_judge(cfg.judge, cfg.judge_model, train.pick_device(cfg.device),
+                       cfg.dtype or None, batch_size=cfg.judge_batch_size)
+    return run_seed(cfg, splits, judge)
+
+
 def run_experiment(cfg: HirConfig) -> dict:
-    if cfg.quick:
-        cfg = dataclasses.replace(cfg, **QUICK)
-        if cfg.corpus_root == CORPUS_ROOT:  # a quick corpus would replace the full one there
-            cfg = dataclasses.replace(cfg, corpus_root=CORPUS_ROOT + "_quick")
+    if cfg.quick:  # toy sizes, in folders of their own: a quick run never replaces a full one
+        cfg = dataclasses.replace(cfg, **QUICK, out_dir=cfg.out_dir + "_quick",
+                                  corpus_root=cfg.corpus_root + "_quick")
     _check(cfg)
     if cfg.manifest:
         records = read_hir_manifest(cfg.manifest)
     else:
-        from synth_speech import make_speech_corpora
-        make_speech_corpora(cfg.corpus_root, seed=0, size=cfg.corpus_size)
-        records = read_hir_manifest(Path(cfg.corpus_root) / "annotations.jsonl")
+        records = read_hir_manifest(synthetic_manifest(cfg.corpus_root, cfg.corpus_size))
     splits = split_records(records, cfg.resplit)
-    device = train.pick_device(cfg.device)
-    judge = make_judge(cfg.judge, cfg.judge_model, device, cfg.dtype or None,
-                       batch_size=cfg.judge_batch_size)
-    per_seed = [run_seed(dataclasses.replace(cfg, seed=cfg.seed + k), splits, judge)
-                for k in range(cfg.seeds)]
-    summary = summarize(per_seed)
-    print_tables(summary, cfg.seeds, len(splits["test"]), cfg.model == "tiny")
-    out = Path(cfg.out_dir)
-    train.save_config(cfg, out)
-    (out / "results.json").write_text(json.dumps(
-        dict(per_seed=per_seed, summary=summary, paper=PAPER,
-             sizes={s: len(r) for s, r in splits.items()}), indent=2) + "\n")
-    return summary
+    seeds = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(cfg.seeds)]
+    if cfg.workers > 1 and cfg.seeds > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(cfg.workers, cfg.seeds),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(pool.map(_seed_worker, seeds, [splits] * len(seeds)))
+    else:
+        judge = make_judge(cfg.judge, cfg.judge_model, train.pick_device(cfg.device),
+                           cfg.dtype or None, batch_size=cfg.judge_batch_size)
+        per_seed = [run_seed(c, splits, judge) for c in seeds]
+    return report(cfg, per_seed, splits)

@@ -19,11 +19,17 @@ Two judges:
   and the tests. It is a STAND-IN for the LLM judge, not a model of human preference.
 
 Departures, numbered:
-1. The paper's judge prompt is not published; JUDGE_PROMPT is written from its rubric names.
-2. The judge sees the reference annotation (label, comment, tags); the paper does not say
-   whether its judge did. Without it a judge cannot tell a relevant cue from an invented one.
+1. JUDGE_PROMPT is written from the paper's rubric names; the paper's code (unified_training,
+   judges/llm_as_a_judge.py) asks for scores 1-10 and defaults a missing score to 1, where a
+   malformed reply scores 0 here (rewards.parse_judge_scores, scores 0-10).
+2. The judge sees the reference annotation (label, comment, tags); the code's judge prompt holds
+   only the model's output. Without the reference a judge cannot tell a relevant cue from an
+   invented one, and the rubric stand-in needs it.
 3. The same judge kind scores GRPO rewards and test traces (the paper: Qwen2.5-32B for rewards,
    GPT-5.1 for evaluation), so a judge-score gain after GRPO is partly reward fitting.
+4. Evaluation averages the judge over several runs, as the paper does (five runs); an LLM judge
+   then samples its replies at a temperature (seeded per run), while GRPO rewards decode
+   greedily. The rubric stand-in is deterministic: one run is all its five would be.
 """
 from __future__ import annotations
 
@@ -78,6 +84,7 @@ def score_from_reply(reply: str) -> JudgeScore:
 
 class LLMJudge:
     """Prompt a local causal LM with the rubric; parse its four 0-10 scores (Sec. 4.2)."""
+    stochastic = True  # can sample its replies (temperature > 0): evaluation repeats it
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 48, batch_size: int = 8,
                  max_trace_chars: int = 2000):
@@ -113,25 +120,33 @@ class LLMJudge:
         return text + "\n"
 
     @torch.no_grad()
-    def replies(self, traces: list, examples: list) -> list:
-        """The judge's raw replies, batched, left-padded so new tokens start in one column."""
+    def replies(self, traces: list, examples: list, temperature: float = 0.0, seed: int = 0) -> list:
+        """The judge's raw replies, batched, left-padded so new tokens start in one column;
+        greedy, or sampled at `temperature` from a torch RNG seeded with `seed` (forked)."""
         out = []
         device = next(self.model.parameters()).device
+        config = copy.deepcopy(self.generation_config)
+        if temperature > 0:
+            config.update(do_sample=True, temperature=temperature, top_k=0)
+        cuda = [device] if device.type == "cuda" else []
         for start in range(0, len(traces), self.batch_size):
             prompts = [self.prompt(t, ex) for t, ex in
                        zip(traces[start:start + self.batch_size],
                            examples[start:start + self.batch_size])]
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left",
                                  add_special_tokens=False).to(device)
-            ids = self.model.generate(**enc, generation_config=self.generation_config)
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(seed + start)
+                ids = self.model.generate(**enc, generation_config=config)
             out += self.tokenizer.batch_decode(ids[:, enc["input_ids"].shape[1]:],
                                                skip_special_tokens=True)
         return out
 
-    def score_batch(self, traces: list, examples: list) -> list:
+    def score_batch(self, traces: list, examples: list, temperature: float = 0.0,
+                    seed: int = 0) -> list:
         if len(traces) != len(examples):
             raise ValueError(f"{len(traces)} traces but {len(examples)} examples")
-        return [score_from_reply(r) for r in self.replies(traces, examples)]
+        return [score_from_reply(r) for r in self.replies(traces, examples, temperature, seed)]
 
 
 # Words that carry no acoustic cue: function words, the generic nouns of every comment
@@ -171,6 +186,7 @@ class RubricJudge:
     Empty C(r) gives detail 10, empty C(t) relevance 0. Logic ignores the true label on
     purpose: a wrong but coherent trace keeps it (correctness has its own reward).
     """
+    stochastic = False  # the same scores every time: repeating it adds nothing
 
     def score(self, trace: str, example) -> JudgeScore:
         p = parse_hir(trace)
@@ -189,7 +205,9 @@ class RubricJudge:
         parts = dict(detail=detail, relevance=relevance, logic=logic, helpfulness=helpfulness)
         return JudgeScore(sum(parts.values()) / (10.0 * len(JUDGE_FIELDS)), **parts)
 
-    def score_batch(self, traces: list, examples: list) -> list:
+    def score_batch(self, traces: list, examples: list, temperature: float = 0.0,
+                    seed: int = 0) -> list:
+        """Scores of each trace; temperature and seed are ignored (nothing is sampled)."""
         if len(traces) != len(examples):
             raise ValueError(f"{len(traces)} traces but {len(examples)} examples")
         return [self.score(t, ex) for t, ex in zip(traces, examples)]

@@ -15,12 +15,19 @@ Choices, written down:
    `multi_modal_projector` or `lm_head`.
 2. Adapter weights are float32 even on a bf16 base (peft does the same by default): their
    optimizer updates are small, and bf16 would round many of them away.
-3. The GRPO reference policy is the base model, i.e. the same weights with the adapters switched
-   off (`adapters_disabled`): no second copy of 7B weights in memory.
+3. The GRPO reference policy is the same weights with the trainable adapters switched off
+   (`adapters_disabled`): no second copy of 7B weights in memory. When GRPO starts from an SFT
+   adapter, `stack_adapter` first freezes that adapter into its layers (`FrozenDelta`) and puts a
+   fresh trainable adapter on top, so adapters-off is the SFT model, as in HIR-SDD's code (whose
+   reference is a snapshot of the weights GRPO starts from), and the KL is 0 at the first step.
+   The fresh adapter starts at B = 0, where the code trains on the SFT adapter itself: the same
+   function at the start, another parametrisation of the update.
 4. Saved files follow peft's layout (adapter_config.json + adapter_model.safetensors, keys
    `base_model.model.<module path>.lora_A.weight`) so `peft.PeftModel.from_pretrained` can load
    them. `target_modules` is saved as the exact list of adapted module paths: peft matches list
    entries as full names or name suffixes, and a bare "gate_proj" would also hit the vision MLP.
+   A stacked layer is saved as ONE adapter of rank r_frozen + r: A = [A_f; A], B = [s_f B_f, s B]
+   with alpha = rank (scale 1), so B A is exactly s_f B_f A_f + s B A and peft loads it as is.
 """
 
 import json
@@ -85,6 +92,41 @@ class LoraLinear(nn.Module):
         return y + (self.scale * self.lora_B(self.lora_A(h))).to(y.dtype)
 
 
+class FrozenDelta(nn.Module):
+    """A trained adapter frozen into its layer: y = W x + b + B' A x with B' = (alpha / r) B.
+
+    Nothing here trains and there is no dropout (the adapter is part of the model now), so
+    `adapters_disabled` leaves it on. A LoraLinear can wrap it like an nn.Linear (`stack_adapter`).
+    """
+
+    def __init__(self, lora):
+        super().__init__()
+        if lora.merged:
+            raise ValueError("unmerge the adapter before freezing it")
+        self.base_layer = lora.base_layer
+        self.in_features = lora.base_layer.in_features
+        self.out_features = lora.base_layer.out_features
+        self.register_buffer("lora_A", lora.lora_A.weight.detach().clone())                 # (r, in)
+        self.register_buffer("lora_B", lora.scale * lora.lora_B.weight.detach().clone())    # (out, r)
+
+    @property
+    def weight(self):  # what LoraLinear reads for device and dtype, and what merge() changes
+        return self.base_layer.weight
+
+    def forward(self, x):
+        y = self.base_layer(x)
+        return y + (x.to(self.lora_A.dtype) @ self.lora_A.T @ self.lora_B.T).to(y.dtype)
+
+
+def _frozen_factors(layer):
+    """(A, B') of every FrozenDelta below `layer` (a stack of frozen adapters), outermost first."""
+    out = []
+    while isinstance(layer, FrozenDelta):
+        out.append((layer.lora_A, layer.lora_B))
+        layer = layer.base_layer
+    return out
+
+
 def _is_target(name, target_modules, exclude):
     if isinstance(target_modules, str):  # peft also allows one regex over the full path
         return re.fullmatch(target_modules, name) is not None
@@ -109,7 +151,7 @@ def apply_lora(model, r=8, alpha=16, dropout=0.0, target_modules=TARGET_MODULES,
     if lora_modules(model):
         raise ValueError("model already has LoRA adapters; apply_lora twice would nest them")
     names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and _is_target(n, target_modules, exclude)]
+             if isinstance(m, (nn.Linear, FrozenDelta)) and _is_target(n, target_modules, exclude)]
     if not names:
         raise ValueError(f"no nn.Linear matches target_modules={target_modules!r}")
     model.requires_grad_(False)
@@ -121,6 +163,19 @@ def apply_lora(model, r=8, alpha=16, dropout=0.0, target_modules=TARGET_MODULES,
         # New modules start in train mode; in an eval-mode model their dropout would stay on.
         setattr(parent, child, layer.train(model.training))
     return names
+
+
+def stack_adapter(model, r, alpha, dropout=0.0, seed=0):
+    """Freeze the model's adapters into their layers (FrozenDelta) and put a fresh trainable
+    adapter (B = 0) on each: the model's function is unchanged and `adapters_disabled` now runs
+    the model as it was, the GRPO reference (choice 3). Returns the adapted paths."""
+    frozen = lora_modules(model)
+    if not frozen:
+        raise ValueError("model has no LoRA adapters to freeze")
+    for name, m in frozen.items():
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, FrozenDelta(m))
+    return apply_lora(model, r, alpha, dropout, target_modules=tuple(frozen), exclude=(), seed=seed)
 
 
 def set_adapters(model, enabled):
@@ -150,14 +205,24 @@ def save_adapter(model, folder, base_model_name_or_path):
         raise ValueError("model has no LoRA adapters to save")
     first = next(iter(mods.values()))
     os.makedirs(folder, exist_ok=True)
-    tensors = {}
+    tensors, ranks = {}, set()
     for name, m in mods.items():
-        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = m.lora_A.weight.detach().cpu().contiguous()
-        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = m.lora_B.weight.detach().cpu().contiguous()
+        A, B = m.lora_A.weight.detach(), m.lora_B.weight.detach()
+        frozen = _frozen_factors(m.base_layer)
+        if frozen:  # one adapter of rank r_frozen + r, scales folded into B (choice 4)
+            A = torch.cat([a for a, _ in frozen] + [A])
+            B = torch.cat([b for _, b in frozen] + [m.scale * B], dim=1)
+        ranks.add(A.shape[0])
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = A.cpu().contiguous()
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = B.cpu().contiguous()
+    if len(ranks) > 1:
+        raise ValueError(f"adapters of different ranks {sorted(ranks)} do not fit one config")
     save_file(tensors, os.path.join(folder, WEIGHTS_NAME), metadata={"format": "pt"})
+    r = ranks.pop()
+    stacked = r != first.r
     config = dict(
         peft_type="LORA", task_type="CAUSAL_LM", base_model_name_or_path=base_model_name_or_path,
-        r=first.r, lora_alpha=first.alpha, lora_dropout=first.dropout,
+        r=r, lora_alpha=r if stacked else first.alpha, lora_dropout=first.dropout,
         target_modules=list(mods), bias="none", fan_in_fan_out=False, inference_mode=True,
         init_lora_weights=True, use_rslora=False, use_dora=False, modules_to_save=None,
     )

@@ -60,6 +60,9 @@ def expected_equal_share(p: float, N: int) -> float:
     return p ** N + (1 - p) ** N
 
 
+ROUTE_FIGURES = {}  # route name -> drawer(run_dir) -> list of PNG paths; filled per section
+
+
 # ----------------------------------------------------------------------------- GRPO diagnostics
 
 GRPO_PANELS = ("reward", "kl", "clip_frac", "completion_length", "equal_share")
@@ -177,10 +180,6 @@ def classifier_drift(results: dict, png):
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], [k[6:] for k in keys])
     ax.set_ylabel("mean per-dimension W1 to the reference set")
     ax.legend(fontsize=7)
-    save(fig, png)
-    return drawn
-
-
 def classifier_figures(run_dir) -> list:
     """Every figure of a classifier run folder: trajectory, DET, drift, GRPO diagnostics."""
     run_dir = Path(run_dir)
@@ -206,7 +205,125 @@ def classifier_figures(run_dir) -> list:
     return paths
 
 
-ROUTE_FIGURES = {"classifier": classifier_figures}  # route -> drawer(run_dir) -> PNG paths
+ROUTE_FIGURES["classifier"] = classifier_figures
+
+
+# ----------------------------------------------------------------------------- HIR-SDD route
+
+HIR_BARS = (("Test-1-HL", "acc", "accuracy %"), ("Test-1-HL", "bacc", "balanced accuracy %"),
+            ("Test-2-R", "jaccard", "Jaccard of the tags"))
+
+
+def hir_stage_bars(results: dict, png) -> dict | None:
+    """Accuracy and balanced accuracy on Test-1-HL and tag Jaccard on Test-2-R per model (mean
+    ± std over seeds, from results.json's summary). Returns {panel: {row: (mean, std)}}."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    summary = results["summary"]
+    drawn = {f"{test} {key}": {row: tuple(t[test][key]) for row, t in summary.items()
+                                if key in t.get(test, {})} for test, key, _ in HIR_BARS}
+    fig, axes = plt.subplots(1, len(HIR_BARS), figsize=(5.5 * len(HIR_BARS), 4.2))
+    for ax, (panel, bars), (test, _, label) in zip(axes, drawn.items(), HIR_BARS):
+        names = list(bars)
+        ax.barh(range(len(names)), [m for m, _ in bars.values()],
+                xerr=[s for _, s in bars.values()], alpha=0.8,
+                color=["tab:gray" if "AASIST" in n else "tab:blue" for n in names])
+        ax.set_yticks(range(len(names)), [n.replace("Wav2Vec2-AASIST", "AASIST").replace(
+            "Qwen2-Audio", "LALM") for n in names], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_title(f"{label} ({test})", fontsize=9)
+    save(fig, png)
+    return drawn
+
+
+def hir_grpo_rewards(run_dir, seeds: list, png) -> dict | None:
+    """The GRPO stage's reward and each reward part over steps: one thin line per seed and
+    their mean. Returns {part: {"seed S" | "mean": (steps, values)}}."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    logs = {s: read_jsonl(Path(run_dir) / f"seed{s}" / "grpo" / "metrics.jsonl") for s in seeds}
+    parts = sorted({k for rows in logs.values() for r in rows for k in r
+                    if k == "reward" or k.startswith("reward_")})
+    drawn = {}
+    fig, axes = plt.subplots(1, len(parts), figsize=(3.6 * len(parts), 3.2), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        drawn[part] = {f"seed {s}": series(rows, part) for s, rows in logs.items()}
+        steps = sorted(set.intersection(*(set(x) for x, _ in drawn[part].values())))
+        by_step = [dict(zip(*xy)) for xy in drawn[part].values()]
+        drawn[part]["mean"] = (steps, [sum(d[k] for d in by_step) / len(by_step) for k in steps])
+        for label, (x, y) in drawn[part].items():
+            ax.plot(x, y, lw=2 if label == "mean" else 0.7, label=label,
+                    color="black" if label == "mean" else None)
+        ax.set_title(part, fontsize=9)
+        ax.set_xlabel("GRPO step")
+    axes[0][0].legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
+def hir_learning(run_dir, seeds: list, stages: list, png) -> dict | None:
+    """Per stage, over its steps, on the validation split: the answer NLL beside the training
+    prior's entropy (top), balanced accuracy and 100 x AUC (bottom), every seed.
+    Returns {stage: {"seed S <key>": (steps, values)}}."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    drawn = {}
+    for stage in stages:
+        lines = {}
+        for s in seeds:
+            path = Path(run_dir) / f"seed{s}" / stage / "metrics.jsonl"
+            rows = read_jsonl(path) if path.is_file() else []
+            for key in ("val_answer_nll", "prior_entropy", "val_bacc", "val_auc"):
+                if any(key in r for r in rows):
+                    lines[f"seed {s} {key}"] = series(rows, key)
+        if lines:
+            drawn[stage] = lines
+    if not drawn:
+        return {}
+    fig, axes = plt.subplots(2, len(drawn), figsize=(3.6 * len(drawn), 5.4), squeeze=False)
+    for col, (stage, lines) in enumerate(drawn.items()):
+        for label, (x, y) in lines.items():
+            top = "nll" in label or "entropy" in label
+            scale = 100 if label.endswith("val_auc") else 1
+            colour = f"C{seeds.index(int(label.split()[1]))}"  # one per seed
+            axes[0 if top else 1][col].plot(x, [v * scale for v in y], lw=1, label=label,
+                                            color=colour,  # dashed: entropy, AUC
+                                            ls="--" if "entropy" in label or "auc" in label else "-")
+        axes[0][col].set_title(stage, fontsize=9)
+        axes[1][col].set_xlabel("step")
+    axes[0][0].set_ylabel("answer NLL / prior entropy (nats)")
+    axes[1][0].set_ylabel("val bacc % / 100 AUC")
+    axes[0][0].legend(fontsize=6)
+    axes[1][0].legend(fontsize=6)
+    save(fig, png)
+    return drawn
+
+
+def draw_hir(run_dir) -> list:
+    """Every figure of an HIR run folder: the bars, the learning curves, the GRPO rewards and
+    each seed's GRPO diagnostics."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    figs, seeds = run_dir / "figures", results["seeds"]
+    stages = results["config"]["stages"]
+    pngs = [figs / "hir_stages.png", figs / "hir_learning.png"]
+    hir_stage_bars(results, pngs[0])
+    hir_learning(run_dir, seeds, ["format", *stages], pngs[1])
+    if "grpo" in stages:
+        pngs.append(figs / "hir_grpo_rewards.png")
+        hir_grpo_rewards(run_dir, seeds, pngs[-1])
+        for s in seeds:
+            pngs.append(figs / f"hir_grpo_seed{s}.png")
+            grpo_diagnostics(run_dir / f"seed{s}" / "grpo" / "metrics.jsonl", pngs[-1],
+                             results["config"]["num_generations"], "reward_correctness",
+                             f"HIR-SDD GRPO, seed {s}")
+    return [p for p in pngs if p.is_file()]
+
+
+ROUTE_FIGURES["hir"] = draw_hir
 
 
 # ----------------------------------------------------------------------------- redraw

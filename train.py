@@ -260,9 +260,29 @@ def apply_lr(lr: float, opt, sched) -> None:
         group["lr"] = lr * lam(sched.last_epoch)
 
 
-def warmup_lambda(warmup_steps: int):
-    """LR multiplier: linear warm-up over `warmup_steps` optimizer steps, then constant."""
-    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+def warmup_lambda(warmup_steps: int, total_steps: int = 0, floor: float = 1.0):
+    """LR multiplier of optimizer step k (0-based): a linear warm-up, then a cosine decay to a floor.
+
+        k <  warmup_steps:  (k + 1) / warmup_steps
+        k >= warmup_steps:  floor + (1 - floor) * (1 + cos(pi * k / total_steps)) / 2
+
+    the schedule of HIR-SDD's code (LinearWarmupCosineLRScheduler: init_lr decaying to
+    min_lr = floor * init_lr), whose cosine runs over all `total_steps`, warm-up included, so it
+    has begun to fall when the warm-up ends. floor = 1 (or total_steps = 0) keeps the lr constant
+    after the warm-up. Departure: the warm-up starts at lr / warmup_steps, not at the code's
+    warmup_start_lr (1e-8 to 1e-6).
+    """
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"lr floor must be in [0, 1] (a fraction of the peak lr), got {floor}")
+
+    def multiplier(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if total_steps <= 0 or floor == 1.0:
+            return 1.0
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps)
+                                                             / total_steps))
+    return multiplier
 
 
 # ----------------------------------------------------------------------------- logging

@@ -78,6 +78,8 @@ class ChatConfig:
     lr: float = option(5e-6, "AdamW learning rate")
     weight_decay: float = option(0.0, "AdamW weight decay")
     warmup_steps: int = option(0, "linear warm-up steps")
+    lr_floor: float = option(1.0, "cosine decay of the lr to lr * lr_floor over a stage (1: none)")
+    eval_every: int = option(0, "call a stage's `validate` every this many steps (0: never)")
     grad_clip: float = option(1.0, "gradient-norm clip")
     logp_chunk: int = option(8, "completions per log-prob forward (bounds logits memory)")
     eval_batch_size: int = option(16, "prompts per evaluation generate call")
@@ -121,13 +123,14 @@ def _encode(policy: ChatPolicy, examples: list[ChatExample]) -> dict:
     return policy.encode_prompts([ex.media for ex in examples], [ex.question for ex in examples])
 
 
-def _setup(policy, cfg: ChatConfig, out: Path, kind: str, dist: distributed.Dist):
+def _setup(policy, cfg: ChatConfig, out: Path, steps: int, kind: str, dist: distributed.Dist):
     """Optimizer, scheduler, log, and the start step (restored from `cfg.resume` if given: a
     checkpoint of another kind of stage or another seed is refused, the lr asked for now is
     applied, the log's rows after the checkpoint are dropped). Rank 0 alone writes."""
     params = [p for p in policy.model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, train.warmup_lambda(cfg.warmup_steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, train.warmup_lambda(cfg.warmup_steps, steps, cfg.lr_floor))
     start = 0
     if cfg.resume:
         state = train.load_trainer_state(train.resolve_checkpoint(cfg.resume))
@@ -176,11 +179,19 @@ def _share(examples, cfg: ChatConfig, step: int, dist: distributed.Dist):
     return [examples[everyone[i]] for i in positions], positions
 
 
+def _validate(validate, step, steps, cfg, log) -> None:
+    """Every `cfg.eval_every` steps (and after the last): log what `validate(step)` returns."""
+    if validate is not None and cfg.eval_every > 0 and (step % cfg.eval_every == 0
+                                                        or step == steps):
+        log.log(step, **validate(step))
+
+
 def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, out: Path,
-              steps: int) -> None:
-    """Completion-only cross-entropy on each example's `target` (prompt tokens carry no loss)."""
+              steps: int, validate=None) -> None:
+    """Completion-only cross-entropy on each example's `target` (prompt tokens carry no loss).
+    `validate(step) -> dict` (optional) is logged every `cfg.eval_every` steps."""
     device, dist = policy.device, distributed.setup()
-    params, opt, sched, start, log = _setup(policy, cfg, out, "sft", dist)
+    params, opt, sched, start, log = _setup(policy, cfg, out, steps, "sft", dist)
     for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
         batch_ex, _ = _share(examples, cfg, step, dist)  # dist: this rank's share
         with train.autocast(device, cfg.bf16 and device.type == "cuda"):
@@ -191,6 +202,7 @@ def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, 
                                    dist.weight_of(tokens))  # dist: a mean over tokens
         log.log(step + 1, lr=sched.get_last_lr()[0], grad_norm=grad_norm,
                 **dist.mean({"loss": value}, cfg.batch_size))
+        _validate(validate, step + 1, steps, cfg, log)
     _checkpoint(policy, out, opt, sched, steps, "sft", cfg, dist)
     log.close()
 
@@ -275,19 +287,21 @@ def grpo_step(policy: ChatPolicy, batch_ex: list[ChatExample], reward_fn, cfg: C
 
 
 def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: ChatConfig,
-               out: Path, steps: int, reference: ChatPolicy | None = None) -> None:
+               out: Path, steps: int, reference: ChatPolicy | None = None,
+               validate=None) -> None:
     """GRPO on `examples`. reward_fn(texts, examples, lengths) -> (rewards (B*N,), parts dict).
 
     `lengths` are the completions' token counts (for a reasoning reward measured in tokens);
     `examples` has each prompt's example repeated N times, aligned with `texts`.
     `reference`: pi_ref for full fine-tuning when resuming (a frozen copy of the start point);
     without it a frozen copy of the *current* weights is made, which is right only at step 0.
+    `validate(step) -> dict` (optional) is logged every `cfg.eval_every` steps.
     """
     N, dist = cfg.num_generations, distributed.setup()
     # Full fine-tuning keeps a frozen copy as pi_ref; with LoRA the adapters-off model serves.
     if reference is None and cfg.beta > 0 and cfg.lora_r == 0:
         reference = policy.frozen_copy()
-    params, opt, sched, start, log = _setup(policy, cfg, out, "grpo", dist)
+    params, opt, sched, start, log = _setup(policy, cfg, out, steps, "grpo", dist)
     for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
         batch_ex, positions = _share(examples, cfg, step, dist)  # dist: this rank's prompts
         r = grpo_step(policy, batch_ex, reward_fn, cfg, step, (params, opt, sched), out,
@@ -298,6 +312,7 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
                      **{f"reward_{k}": v.mean() for k, v in r["parts"].items()})
         log.log(step + 1, lr=sched.get_last_lr()[0], grad_norm=r["grad_norm"],
                 **dist.mean(stats, cfg.batch_size))  # dist: the global batch's means
+        _validate(validate, step + 1, steps, cfg, log)
     _checkpoint(policy, out, opt, sched, steps, "grpo", cfg, dist)
     log.close()
 

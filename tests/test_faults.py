@@ -286,7 +286,7 @@ def test_chat_stage_resume_refuses_another_kind_and_never_saves_nan(tmp_path):
     # a blown-up weight is never written as a checkpoint
     import distributed
     from train_chat import _checkpoint, _setup
-    _, opt, sched, _, _ = _setup(policy, cfg, tmp_path / "t", "sft", distributed.Dist())
+    _, opt, sched, _, _ = _setup(policy, cfg, tmp_path / "t", 3, "sft", distributed.Dist())
     with torch.no_grad():
         next(policy.model.parameters()).fill_(float("inf"))
     with pytest.raises(train.NonFiniteLoss, match=r"is not finite at step 3.*No checkpoint"):

@@ -1,7 +1,8 @@
 """HIR-SDD route (hir_data.py, hir_experiment.py, judge.py) against hand-worked numbers and
 independent checks: grounding spans and sentences, the exact targets and their tokens, the
 rubric judge by hand, the LLM judge on a tiny random LM, the skeptic filter, manifest errors,
-a GRPO step, the LoRA / LLM-judge path on saved tiny folders, and the quick miniature."""
+a GRPO step, the KL to the GRPO start point (0 at the first step; the naive reference's KL
+recomputed apart), the LoRA / LLM-judge path on saved tiny folders, and the quick miniature."""
 import json
 import re
 
@@ -11,13 +12,15 @@ import soundfile as sf
 import torch
 
 from chat import ChatPolicy
+import train
 from hir_data import (
     COT_QUESTION, HL_QUESTION, class_free_examples, cot_target, ground, grounding_sentence,
     hard_label_target, make_examples, parse_hard_label, perturb_span, read_hir_manifest,
-    split_records,
+    split_records, synthetic_manifest,
 )
 from hir_experiment import HirConfig, make_reward_fn, run_experiment, skeptic_keep
 from judge import JudgeScore, LLMJudge, RubricJudge, make_judge, score_from_reply
+from lora import lora_modules, stack_adapter
 from rewards import HIR_WEIGHTS, hir_format_reward, hir_reward, parse_hir
 from train_chat import ChatExample, grpo_stage
 
@@ -253,7 +256,8 @@ def test_manifest_reader_reads_and_resolves(tmp_path, monkeypatch):
     assert [r["label"] for r in recs] == ["fake", "real"]
     assert recs[0]["path"] == str(tmp_path / "a.wav") and recs[0]["speaker"] == "s1"
     assert recs[1]["comment"] == "" and recs[1]["where"] == f"{path}:3"
-    assert {k: len(v) for k, v in split_records(recs, []).items()} == dict(train=1, val=0, test=1)
+    assert {k: len(v) for k, v in split_records(recs, []).items() if v} == {
+        ("r", "train"): 1, ("r", "test"): 1}
     assert sum(map(len, split_records(recs * 10, [0.5, 0.2, 0.3]).values())) == 20
     with pytest.raises(ValueError, match=f"{path}:3: empty comment"):
         make_examples(recs, "cot", SR)
@@ -282,56 +286,126 @@ def test_manifest_missing_or_empty(tmp_path):
         read_hir_manifest(tmp_path / "empty.jsonl")
 
 
+# ------------------------------------------------------------------ the GRPO reference
+def test_grpo_from_an_sft_adapter_starts_at_kl_zero(tmp_path):
+    """HIR-SDD's code takes the GRPO start point as the KL reference. Loading an SFT adapter and
+    switching adapters off would make the reference the base model instead; lora.stack_adapter
+    (the route's way) makes the KL exactly 0 at the first step."""
+    ChatPolicy.tiny("audio", seed=0).save(tmp_path / "base")
+    sft = ChatPolicy.from_pretrained(str(tmp_path / "base"), "audio", lora=dict(r=4, alpha=8, seed=1))
+    with torch.no_grad():  # an SFT adapter that moved the model
+        for m in lora_modules(sft.model).values():
+            m.lora_B.weight.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+    sft.save(tmp_path / "sft")
+    exs = [ChatExample(noise(0.5, seed=i), COT_QUESTION, "fake", "", dict(tags=["OTHER"],
+                       comment="Muffled.")) for i in range(2)]
+    cfg = HirConfig(num_generations=3, batch_size=2, max_new_tokens=12, lr=1e-3, beta=0.1,
+                    lora_r=4, lora_alpha=8, loss_type="reinforce", out_dir=str(tmp_path))
+    reward_fn = make_reward_fn(dict(correctness=0.6, format=0.1, judge=0.3), RubricJudge())
+
+    def first_kl(policy, name):
+        grpo_stage(policy, exs, reward_fn, cfg, tmp_path / name, steps=1)
+        return json.loads((tmp_path / name / "metrics.jsonl").read_text().splitlines()[0])["kl"]
+
+    stacked = ChatPolicy.from_pretrained(str(tmp_path / "sft"), "audio")
+    stack_adapter(stacked.model, 4, 8, 0.0, seed=3)
+    assert first_kl(stacked, "stacked") == 0.0
+    naive = first_kl(ChatPolicy.from_pretrained(str(tmp_path / "sft"), "audio"), "naive")
+    # the naive KL, computed apart: k3 between the SFT model and the base model on the rollout
+    # grpo_stage drew at step 0 (same batch, same sampling seed)
+    policy, base = (ChatPolicy.from_pretrained(str(tmp_path / f), "audio") for f in ("sft", "base"))
+    batch_ex = [exs[i] for i in train.batch_indices(2, 2, cfg.seed, 0)]
+    batch = policy.encode_prompts([e.media for e in batch_ex], [e.question for e in batch_ex])
+    r = policy.generate(batch, 3, 12, cfg.temperature, cfg.top_p, seed=train.seed_for(cfg.seed, 0))
+    d = base.completion_logps(r, cfg.temperature, 8, False) - policy.completion_logps(
+        r, cfg.temperature, 8, False)
+    mask = r.completion_mask.double()
+    expected = float(((torch.exp(d) - d - 1).double() * mask).sum() / mask.sum())
+    assert naive == pytest.approx(expected, abs=2e-6) and naive > 1e-3
+
+
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from synth_speech import make_speech_corpora
+    """A quick HIR corpus at <root>_quick: where a --quick run with corpus_root=<root> looks."""
     root = tmp_path_factory.mktemp("corpus")
-    make_speech_corpora(root, seed=0, size="quick")
+    synthetic_manifest(f"{root}_quick", "quick")
     return str(root)
 
 
 def test_quick_experiment_end_to_end(tmp_path, corpus, capsys):
     cfg = HirConfig(quick=True, out_dir=str(tmp_path / "run"), corpus_root=corpus,
-                    resplit=[0.6, 0.1, 0.3], skeptic=True,
+                    stages=["hl_sft", "hl2_sft", "cot_sft", "cot_ground_sft", "grpo"],
+                    skeptic=True, loss_type="reinforce", baseline=dict(steps=2),
                     reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
     summary = run_experiment(cfg)
     printed = capsys.readouterr().out
-    assert "Table 1 shape" in printed and "Reasoning quality" in printed
-    rows = ["Wav2Vec2-AASIST: Train-HL", "Qwen2-Audio: format stage only", "Qwen2-Audio: Train-HL",
-            "Qwen2-Audio: Train-R", "Qwen2-Audio: Train-R + grounding",
-            "Qwen2-Audio: Train-R + grounding + GRPO"]
-    assert sorted(summary) == sorted(rows) and all(r in printed for r in rows)
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert results["sizes"]["test"] > 0 and results["paper"]["Jaccard"]["grpo"] == 0.6468
-    for row, m in results["per_seed"][0].items():
-        assert all(0.0 <= m[k] <= 100.0 for k in ("acc", "bacc", "f1", "malformed")), row
-        if "Train-R" in row:
-            assert 0.0 <= m["jaccard"] <= 1.0 and 0.0 <= m["judge"] <= 10.0
-    completions = (tmp_path / "run" / "seed0" / "grpo" / "test_completions.jsonl").read_text()
-    assert len(completions.splitlines()) == results["sizes"]["test"]
+    assert not (tmp_path / "run").exists()  # --quick writes to its own folder
+    run = tmp_path / "run_quick"
+    for title in ("Table 1: Test-1-HL", "Reasoning: Test-2-R", "Hard / out-of-distribution",
+                  "Learning:", "hir, 1 seed(s):"):
+        assert title in printed
+    rows = ["Wav2Vec2-AASIST: Train-1-HL", "Qwen2-Audio: Train-1-HL", "Qwen2-Audio: Train-2-HL",
+            "Qwen2-Audio: Train-2-R", "Qwen2-Audio: Train-2-R + grounding",
+            "Qwen2-Audio: Train-2-R + grounding + GRPO"]
+    assert sorted(summary) == sorted(rows + ["audio pre-training stand-in"])
+    results = json.loads((run / "results.json").read_text())
+    assert results["route"] == "hir" and results["paper"]["jaccard"]["grpo"] == 0.6468
+    assert (run / "tables.md").read_text().strip() in printed
+    for row in rows:
+        tests = results["per_seed"][0][row]
+        assert set(tests) - {"val"} == ({"Test-1-HL", "hard"} if "HL" in row and "R" not in row
+                                        or "AASIST" in row else {"Test-1-HL", "Test-2-R", "hard"})
+        for test, m in tests.items():
+            if test != "val":
+                assert all(0.0 <= m[k] <= 100.0 for k in ("acc", "bacc", "f1", "malformed"))
+    grpo = results["per_seed"][0]["Qwen2-Audio: Train-2-R + grounding + GRPO"]
+    assert 0.0 <= grpo["Test-2-R"]["jaccard"] <= 1.0 and 0.0 <= grpo["Test-2-R"]["judge"] <= 10
+    assert grpo["val"]["step"] == 2 and grpo["Test-2-R"]["judge_runs"] == 1  # rubric: one run
+    completions = (run / "seed0" / "grpo" / "Test-2-R_completions.jsonl").read_text()
+    assert len(completions.splitlines()) == results["sizes"]["Test-2-R"]["n"]
+    assert (run / "figures" / "hir_grpo_rewards.png").is_file()
 
 
 def test_real_model_path_lora_and_llm_judge_on_saved_tiny_folders(tmp_path, corpus):
     # The 7B recipe's code path: a from_pretrained folder, LoRA adapters chained from stage to
-    # stage, an LLM judge in the GRPO reward; only the sizes are the tiny ones.
+    # stage, GRPO on a fresh adapter over the frozen SFT one, an LLM judge in the GRPO reward.
     ChatPolicy.tiny("audio").save(tmp_path / "audio_llm")
     ChatPolicy.tiny("text").save(tmp_path / "judge_llm")
     toy = dict(corpus_size="quick", hl_steps=3, cot_steps=3, grpo_steps=2, sft_batch_size=4,
-               batch_size=2, num_generations=2, max_new_tokens=16, eval_batch_size=16)
-    cfg = HirConfig(**toy, out_dir=str(tmp_path / "run"), corpus_root=corpus,
-                    resplit=[0.6, 0.1, 0.3], model=str(tmp_path / "audio_llm"), lora_r=4,
-                    lora_alpha=8, judge="llm",
-                    judge_model=str(tmp_path / "judge_llm"), stages=["hl_sft", "cot_sft", "grpo"],
-                    grpo_init="cot_sft", grpo_grounding=False,
-                    reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
+               batch_size=2, num_generations=2, max_new_tokens=16, eval_batch_size=16,
+               val_points=1, judge_runs=2, judge_temperature=1.0, loss_type="reinforce", beta=0.1)
+    cfg = HirConfig(**toy, out_dir=str(tmp_path / "run"), corpus_root=f"{corpus}_quick",
+                    model=str(tmp_path / "audio_llm"), lora_r=4, lora_alpha=8, grpo_lora_r=2,
+                    grpo_lora_alpha=4, judge="llm", judge_model=str(tmp_path / "judge_llm"),
+                    stages=["hl_sft", "hl_cot_sft", "grpo"], grpo_init="hl_cot_sft",
+                    grpo_grounding=False, reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
     summary = run_experiment(cfg)
-    assert sorted(summary) == ["Qwen2-Audio: Train-HL", "Qwen2-Audio: Train-R",
-                               "Qwen2-Audio: Train-R + GRPO"]
-    for stage in ("hl_sft", "cot_sft", "grpo"):  # only adapters are saved, each a peft folder
-        folder = tmp_path / "run" / "seed0" / stage / "last" / "model"
-        assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
-                                                            "adapter_model.safetensors"]
-    log = (tmp_path / "run" / "seed0" / "grpo" / "metrics.jsonl").read_text().splitlines()
-    assert all(json.loads(line)["reward_judge"] == 0.0 for line in log)  # garbage judge -> 0
-    assert summary["Qwen2-Audio: Train-R"]["judge"] == (0.0, 0.0)
+    assert sorted(summary) == ["Qwen2-Audio: Train-1-HL", "Qwen2-Audio: Train-1-HL -> Train-2-R",
+                               "Qwen2-Audio: Train-1-HL -> Train-2-R + GRPO"]
+    for stage, rank in (("hl_sft", 4), ("hl_cot_sft", 4), ("grpo", 4 + 2)):
+        for kept in ("best", "last"):  # only adapters are saved, each a peft folder
+            folder = tmp_path / "run" / "seed0" / stage / kept / "model"
+            assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json",
+                                                                "adapter_model.safetensors"]
+            assert json.loads((folder / "adapter_config.json").read_text())["r"] == rank
+    log = [json.loads(line) for line in
+           (tmp_path / "run" / "seed0" / "grpo" / "metrics.jsonl").read_text().splitlines()]
+    assert log[0]["kl"] == 0.0  # the reference is the SFT model (departure 8)
+    assert all(row["reward_judge"] == 0.0 for row in log if "reward_judge" in row)
+    cot = summary["Qwen2-Audio: Train-1-HL -> Train-2-R"]["Test-2-R"]
+    assert cot["judge"] == (0.0, 0.0) and cot["judge_runs"] == (2.0, 0.0)  # garbage judge -> 0
+
+
+def test_hir_recipes_load_and_use_the_papers_code_settings():
+    """Both recipes are valid configs; the 7B one has the code's LoRA shapes, SFT schedule and
+    GRPO objective (docs/hir.md, departures)."""
+    from train import config_from_args
+    mini, real = (config_from_args(HirConfig, [], json.loads(open(f"configs/{n}.json").read()))
+                  for n in ("hir_mini", "hir_qwen2audio7b"))
+    assert mini.loss_type == real.loss_type == "reinforce"
+    assert (real.lora_r, real.lora_alpha, real.lora_dropout) == (256, 32, 0.1)  # unified_training
+    assert (real.grpo_lora_r, real.grpo_lora_alpha) == (128, 256)  # salmon_grpo
+    assert (real.sft_lr, real.sft_lr * real.sft_lr_floor) == (1e-4, pytest.approx(1e-6))
+    assert (real.beta, real.temperature, real.top_p) == (0.1, 0.7, 0.8)
+    assert mini.out_dir == "runs/hir_mini" and mini.seeds == 3

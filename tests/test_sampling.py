@@ -244,7 +244,7 @@ def test_ratio_is_exactly_one_at_the_first_update_with_dropout(monkeypatch, tmp_
     grpo_loss = grpo.grpo_loss
     monkeypatch.setattr(grpo, "grpo_loss", recording_loss)
     rewards = lambda texts, exs, lengths: (torch.arange(len(texts), dtype=torch.float), {})
-    optim = train_chat._setup(pol, cfg, tmp_path, "grpo", distributed.Dist())[:3]
+    optim = train_chat._setup(pol, cfg, tmp_path, 1, "grpo", distributed.Dist())[:3]
     out = train_chat.grpo_step(pol, examples, rewards, cfg, 0, optim, tmp_path)
     (first, old), (second, _) = calls
     assert torch.equal(first, old)  # ratio exp(0) = 1, token by token
