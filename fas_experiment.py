@@ -3,41 +3,41 @@
 Face paper: Jiang, Li et al. (AAAI 2026), "Exploring task-solving paradigm for generalized
 cross-domain face anti-spoofing via reinforcement fine-tuning".
 
-    base model (miniature: tiny Qwen2.5-VL + class-free format warm-up = the "instruct" stand-in)
+    base model (the hub model; miniature: the stand-in of fas_standin.py)
       -> zero-shot                                                         (Table 2, row 1)
       -> SFT on source train: completion-only cross-entropy on answer targets   (Table 2, row 2)
       -> GRPO on source train, R_all = R_format + R_cls + R_res (Eqs. 2-6)  (Tables 1-2, "Ours")
       -> GRPO without R_cls / R_res / R_format                             (Table 3)
     every trained model: the checkpoint with the lowest HTER on the *source* dev set is kept;
-    then FRR, FAR, HTER and per-attack error rates on the *target* test set  (Tables 1-3, Fig. 6)
+    then FRR, FAR, HTER and per-attack error rates on the *target* test set  (Tables 1-3, Fig. 6),
+    the HTER split into attack types the source has and lacks, and the source test HTER
 
 A protocol is (source domain, target domain). Models are trained once per source and tested on
 each of its targets, so the four protocols cost two trainings per method. `num_generations`
 (N, Fig. 5) and `data_fraction` (Fig. 4) are options. With `manifest` set, the same code runs on
 real data (a CSV with path,label,attack,domain,split); otherwise synth_faces.py builds a corpus.
-
-The miniature's base. A tiny randomly initialised Qwen2.5-VL cannot arrive instruct-tuned, and
-GRPO needs a policy that already writes `<thinking>..</thinking><answer>..</answer>`. So the
-miniature first teaches the format alone: SFT on targets whose thinking text is drawn from
-DESCRIPTIONS and whose answer word is drawn at random, both from a generator that never sees the
-image or its label (`format_targets`), so the warm-up carries no information about any class.
-Its result is saved as the "instruct" base that every method starts from. This is a stand-in
-for an instruct model's format-following, not a reproduction of it.
+Seeds: `seeds` runs seed, seed + 1, ...; a run folder's results.json, tables.md and figures/
+summarize every seed of its set-up (fas_report.py, plots.py), and the run ends on one line.
 
 Departures from the paper (it publishes no code), numbered:
 1. Task prompt: the text of its Fig. 2 is not in our copy; PROMPT is the R1-style wording.
-2. Miniature: tiny model, synthetic faces, class-free format warm-up (above), lr, steps, L and
-   max_new_tokens scaled to a 2-core CPU; full fine-tuning of the language model (vision tower
-   frozen). The real recipe (configs/fas_qwen25vl7b.json) uses LoRA + bf16 + checkpointing.
+2. Miniature: tiny model, synthetic faces, the stand-in for pre-training (fas_standin.py), lr,
+   steps, L and max_new_tokens scaled to a 2-core CPU; full fine-tuning of the language model
+   (vision tower frozen). The real recipe (configs/fas_qwen25vl7b.json) uses LoRA + bf16 +
+   checkpointing on the hub model.
 3. len(o_i) in Eq. 5 counts characters by default (rewards.py, departure 2); `len_unit` switches.
 4. Unstated by the paper, chosen here: beta = 0.04 (k3 KL), clip_eps = 0.2, one update per
    rollout (mu = 1), greedy decoding at test time, number of steps, dev-set checkpoint choice.
 5. SFT targets: a class-free description in <thinking> plus the true label in <answer>, so the
    SFT model answers in the same format (the paper does not show its SFT answers).
-6. The reward ablations (Table 3) run on `ablation_protocols` only, as in the paper (one
-   protocol). The miniature runs them on the surf-like source: the tiny model does not learn
-   the cefa-like source at all in the CPU budget, so an ablation there would compare nothing.
-7. Dev-set selection looks at checkpoints every `eval_every` steps, never at the start point.
+6. The reward ablations (Table 3) run on `ablation_protocols` only, as in the paper (CeFA ->
+   HQ-WMCA); the miniature's recipe leaves them out of its default methods for time (docs/face.md
+   gives the command).
+7. Dev-set selection looks at checkpoints every `eval_every` steps, never at the start point
+   (logged as step 0 for the curves).
+8. "Batch size 6" is read as TRL and ms-swift count a GRPO batch: completions, so one step is
+   batch_size / N prompts (6 / 6 = one image and its 6 samples); an SFT step takes batch_size
+   examples. The paper does not say which it meant.
 """
 from __future__ import annotations
 
@@ -50,32 +50,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import read_manifest
-from eval import format_table, frr_far_hter, per_attack_error_rates
+import plots
+from eval import frr_far_hter, per_attack_error_rates
+from fas_data import PROMPT, manifest_splits, pick, sft_targets, subsample
+from fas_report import group_hter, summarize, summary_line, tables
+from fas_standin import build_standin
 from rewards import fas_reward, parse_answer
-from synth_faces import PROTOCOLS, make_face_corpora
-from train import option
-from train_chat import (ChatConfig, ChatExample, generate_answers, grpo_stage, load_policy,
-                        sft_stage)
+from synth_faces import DEFAULT_N, PROTOCOLS, make_face_corpora
+from train import option, write_report
+from train_chat import ChatConfig, generate_answers, grpo_stage, load_policy, sft_stage
 
-PROMPT = ("Is the face in this image real or fake? Output the thinking process in <thinking> "
-          "</thinking> and the final answer in <answer> </answer> tags.")
-# Class-free descriptions: they name what to look at, never what is seen, so they fit any face.
-DESCRIPTIONS = (
-    "I look at the face.",
-    "I check the color and the texture of the face.",
-    "I look at the skin texture, the lighting and the edges.",
-    "I check the color, the texture and the depth of the face in this image.",
-    "I look at the eyes, the skin, the light, the edges and the background of this image.",
-)
 # Method -> reward switches (Table 3 rows); "grpo" uses the config's own use_* switches.
 GRPO_METHODS = {"grpo": {}, "grpo_wo_cls": dict(use_cls=False),
                 "grpo_wo_res": dict(use_res=False), "grpo_wo_format": dict(use_format=False)}
 METHODS = ("zero_shot", "sft", *GRPO_METHODS)
 # --quick: the same pipeline at toy size, under a minute on 2 CPU cores (a test runs it).
-QUICK = dict(n_per_domain=48, image_size=56, format_steps=40, format_lr=3e-3, sft_steps=2,
-             grpo_steps=2, eval_every=1, batch_size=2, num_generations=2, max_new_tokens=32,
-             eval_batch_size=48)
+QUICK = dict(n_per_domain=48, image_size=56, tower_steps=30, tower_batch=16, standin_steps=30,
+             standin_lr=3e-3, sft_steps=2, grpo_steps=2, eval_every=1, batch_size=4,
+             num_generations=2, max_new_tokens=32, eval_batch_size=48)
 
 
 @dataclass
@@ -85,14 +77,16 @@ class FasConfig(ChatConfig):
     out_dir: str = option("runs/fas", "where checkpoints, logs and results go")
     manifest: str = option("", "real data: CSV path,label,attack,domain,split ('' = synthetic)")
     protocols: dict = option({k: list(v) for k, v in PROTOCOLS.items()},
-                         "protocol name -> [source domain, target domain] (Table 1)")
+                             "protocol name -> [source domain, target domain] (Table 1)")
     ablation_protocols: list = option(["cefa_to_hqwmca"], "reward-ablation protocols (Table 3)")
     methods: list = option(list(METHODS), f"any of {', '.join(METHODS)}")
-    seeds: list = option([], "run these seeds one after another ([] = just --seed)")
-    corpus_root: str = option("runs/face_corpus", "synthetic corpus folder (built once, reused)")
-    corpus_seed: int = option(0, "seed of the synthetic corpus (the same data for every run seed)")
+    seeds: int = option(1, "run this many seeds, seed, seed+1, ..., and report mean ± std")
+    batch_size: int = option(6, "rows per optimizer step, as TRL counts them: SFT examples; "
+                                "GRPO completions, i.e. batch_size / N prompts (departure 8)")
+    corpus_root: str = option("runs/face_corpus", "synthetic corpus and pool folder (built once)")
+    corpus_seed: int = option(0, "seed of the synthetic corpus and pool (the same for every seed)")
     image_size: int = option(112, "synthetic image side, pixels")
-    n_per_domain: int = option(300, "synthetic images per domain")
+    n_per_domain: dict = option(dict(DEFAULT_N), "synthetic images per domain, by role")
     min_pixels: int = option(56 * 56, "image area floor for the processor (one token per 28x28 px)")
     max_pixels: int = option(448 * 448, "image area cap for the processor")
     prompt: str = option(PROMPT, "task prompt (departure 1: the paper's Fig. 2 text is not given)")
@@ -102,11 +96,22 @@ class FasConfig(ChatConfig):
     use_cls: bool = option(True, "R_cls in the 'grpo' method (Table 3 switch)")
     use_res: bool = option(True, "R_res in the 'grpo' method (Table 3 switch)")
     data_fraction: float = option(1.0, "share of the source train set used (Fig. 4)")
-    format_steps: int = option(120, "class-free format warm-up steps (tiny model only)")
-    format_lr: float = option(3e-3, "learning rate of the format warm-up")
     sft_steps: int = option(500, "SFT steps")
     grpo_steps: int = option(500, "GRPO steps")
+    grpo_lr: float = option(0.0, "GRPO learning rate (0: lr, the paper's one rate for both)")
     eval_every: int = option(100, "steps between source-dev evaluations (checkpoint choice)")
+    curve_every: int = option(100, "every this many steps (and at 0) also score the source and "
+                                   "target test sets: the curve figure, never used to choose "
+                                   "(0: never)")
+    # the stand-in for a pre-trained VLM (tiny model only; fas_standin.py)
+    standin_root: str = option("runs/face_standin", "stand-in cache: one folder per seed+set-up")
+    pool_n: int = option(8000, "images in the stand-in's broad pre-training pool")
+    tower_steps: int = option(3000, "vision-tower pre-training steps on the pool")
+    tower_lr: float = option(3e-3, "vision-tower pre-training peak learning rate (cosine)")
+    tower_batch: int = option(32, "pool images per tower step")
+    tower_max_hter: float = option(0.20, "refuse a tower above this pool-dev HTER")
+    standin_steps: int = option(400, "labelled SFT steps of the stand-in's LM on the pool")
+    standin_lr: float = option(1e-3, "learning rate of that SFT")
 
 
 # ----------------------------------------------------------------------------- data
@@ -119,58 +124,7 @@ def load_splits(cfg: FasConfig) -> dict:
         index = make_face_corpora(root, cfg.corpus_seed, cfg.image_size, cfg.n_per_domain,
                                   quick=cfg.quick)
         manifest = root / index["manifest"]
-    splits = {}
-    for s in read_manifest(manifest):
-        if "domain" not in s.meta:
-            raise ValueError(f"{manifest}: a face manifest needs a 'domain' column")
-        # The image path is the media: the processor opens it when a batch is built (lazy).
-        ex = ChatExample(s.path, cfg.prompt, s.label, meta=dict(attack=s.attack))
-        splits.setdefault((s.meta["domain"], s.split), []).append(ex)
-    return splits
-
-
-def pick(splits: dict, domain: str, split: str) -> list:
-    if (domain, split) not in splits:
-        raise ValueError(f"no '{split}' samples of domain '{domain}' in the manifest")
-    return splits[(domain, split)]
-
-
-def subsample(examples: list, fraction: float, seed: int) -> list:
-    """The first round(fraction * n) examples of a seeded permutation (Fig. 4's data volume).
-
-    Deterministic in (examples, seed); smaller fractions are subsets of larger ones.
-    """
-    if not 0 < fraction <= 1:
-        raise ValueError(f"data_fraction must be in (0, 1], got {fraction}")
-    order = np.random.default_rng([seed, 4]).permutation(len(examples))
-    keep = max(1, round(fraction * len(examples)))
-    return [examples[i] for i in sorted(order[:keep])]
-
-
-def format_targets(n: int, rng: np.random.Generator) -> list:
-    """n class-free warm-up targets: a random description and a random answer word.
-
-    Takes no examples and no labels, so the targets are independent of the images by
-    construction: the warm-up teaches the format and nothing about which face is real.
-    """
-    texts = rng.choice(len(DESCRIPTIONS), n)
-    answers = rng.choice(["real", "fake"], n)
-    return [f"<thinking>{DESCRIPTIONS[t]}</thinking><answer>{a}</answer>"
-            for t, a in zip(texts, answers)]
-
-
-def format_examples(images: list, seed: int) -> list:
-    """The warm-up set: each image paired with the next of `format_targets` (labels unused)."""
-    targets = format_targets(len(images), np.random.default_rng([seed, 1]))
-    return [dataclasses.replace(ex, target=t) for ex, t in zip(images, targets)]
-
-
-def sft_targets(examples: list, rng: np.random.Generator) -> list:
-    """SFT answer targets (departure 5): a class-free description, then the true label."""
-    texts = rng.choice(len(DESCRIPTIONS), len(examples))
-    return [dataclasses.replace(ex, target=f"<thinking>{DESCRIPTIONS[t]}</thinking>"
-                                           f"<answer>{ex.label}</answer>")
-            for ex, t in zip(examples, texts)]
+    return manifest_splits(manifest, cfg.prompt)
 
 
 # ----------------------------------------------------------------------------- rewards & metrics
@@ -215,46 +169,52 @@ def load(cfg: FasConfig, source: str, lora: bool = False):
     return load_policy(cfg, source, "image", lora=lora, **pixels)
 
 
-def instruct_base(cfg: FasConfig, images: list, out: Path) -> str:
-    """The model every method starts from: the hub model itself, or (tiny) the format warm-up."""
-    if cfg.model != "tiny":
-        return cfg.model
-    policy = load(cfg, "tiny")
-    warm = dataclasses.replace(cfg, lr=cfg.format_lr, resume="")
-    sft_stage(policy, format_examples(images, cfg.seed), warm, out / "format_warmup",
-              cfg.format_steps)
-    policy.save(out / "instruct")
-    return str(out / "instruct")
+def base_model(cfg: FasConfig) -> str:
+    """The model every method starts from: the hub model itself, or (tiny) the stand-in."""
+    return cfg.model if cfg.model != "tiny" else str(build_standin(cfg))
 
 
 def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex: list,
-                 out: Path):
+                 out: Path, tracked: dict | None = None):
     """SFT or GRPO from `base`, stopping every `eval_every` steps to score the source dev set.
 
     Returns the policy holding the weights of the lowest dev HTER (the earliest on a tie, also
-    saved to out/best) and {best_step, dev_hter}; every dev score goes to out/dev.jsonl.
+    saved to out/best) and {best_step, dev_hter}; every dev score goes to out/dev.jsonl, every
+    `curve_every` steps with the HTER of each `tracked` test set beside it (the curve figure),
+    and a row for the start point (step 0, never chosen: departure 7).
     """
     policy = load(cfg, base, lora=True)
     steps = cfg.sft_steps if method == "sft" else cfg.grpo_steps
     if method == "sft":
-        train_ex = sft_targets(train_ex, np.random.default_rng([cfg.seed, 2]))
+        train_ex, stage_cfg = sft_targets(train_ex, np.random.default_rng([cfg.seed, 2])), cfg
     else:
         reward_fn = reward_function(cfg, **method_switches(cfg, method))
+        # departure 8: batch_size counts completions, N per prompt
+        stage_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // cfg.num_generations,
+                                        lr=cfg.grpo_lr or cfg.lr)
         # pi_ref is the start point: one frozen copy for all segments (full fine-tuning only).
         reference = (policy.frozen_copy() if cfg.beta > 0 and cfg.lora_r == 0 else None)
     params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
     best, best_state, history = None, None, []
+
+    def score(step):
+        dev, _ = evaluate(policy, dev_ex, cfg)
+        row = dict(step=step, dev_hter=dev["hter"], dev_malformed=dev["malformed"])
+        if tracked and cfg.curve_every and step % cfg.curve_every == 0:
+            row["test_hter"] = {k: evaluate(policy, ex, cfg)[0]["hter"] for k, ex in tracked.items()}
+        history.append(row)
+        return row
+    score(0)
     ends = sorted({*range(cfg.eval_every, steps, cfg.eval_every), steps})
     for start, end in zip([0, *ends], ends):
-        seg = dataclasses.replace(cfg, resume=str(out / "last") if start else "")
+        seg = dataclasses.replace(stage_cfg, resume=str(out / "last") if start else "")
         if method == "sft":
             sft_stage(policy, train_ex, seg, out, end)
         else:
             grpo_stage(policy, train_ex, reward_fn, seg, out, end, reference=reference)
-        dev, _ = evaluate(policy, dev_ex, cfg)
-        history.append(dict(step=end, dev_hter=dev["hter"], dev_malformed=dev["malformed"]))
-        if best is None or dev["hter"] < best["dev_hter"]:
-            best = history[-1]
+        row = score(end)
+        if best is None or row["dev_hter"] < best["dev_hter"]:
+            best = row
             best_state = {n: p.detach().clone() for n, p in params.items()}
             policy.save(out / "best")
     (out / "dev.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
@@ -277,6 +237,9 @@ def check(cfg: FasConfig) -> None:
     missing = [p for p in cfg.ablation_protocols if p not in cfg.protocols]
     if missing:
         raise ValueError(f"ablation_protocols {missing} are not in protocols {list(cfg.protocols)}")
+    if cfg.batch_size % cfg.num_generations:
+        raise ValueError(f"batch_size {cfg.batch_size} counts GRPO completions: it must be a "
+                         f"multiple of num_generations {cfg.num_generations}")
 
 
 def run_seed(cfg: FasConfig) -> dict:
@@ -288,7 +251,10 @@ def run_seed(cfg: FasConfig) -> dict:
     sources = list(dict.fromkeys(src for src, _ in cfg.protocols.values()))
     train_sets = {src: subsample(pick(splits, src, "train"), cfg.data_fraction, cfg.seed)
                   for src in sources}
-    base = instruct_base(cfg, [ex for src in sources for ex in train_sets[src]], out)
+    # the attack types each source shows: the target HTER is split by them
+    shared = {src: {ex.meta["attack"] for ex in train_sets[src] if ex.label == "fake"}
+              for src in sources}
+    base = base_model(cfg)
     results = {name: {} for name in cfg.protocols}
     for method in cfg.methods:
         # zero-shot is one model for all protocols; a trained method is one model per source
@@ -297,83 +263,37 @@ def run_seed(cfg: FasConfig) -> dict:
                       and (method in ("zero_shot", "sft", "grpo") or p in cfg.ablation_protocols)]
             if not protos:
                 continue
+            tests = {d: pick(splits, d, "test") for p in protos for d in cfg.protocols[p]
+                     if (d, "test") in splits}     # the source's test split is optional
             if src is None:
                 policy, chosen = load(cfg, base), {}
             else:
                 policy, chosen = train_method(cfg, method, base, train_sets[src],
-                                              pick(splits, src, "dev"), out / method / src)
+                                              pick(splits, src, "dev"), out / method / src,
+                                              tests if method in ("sft", "grpo") else None)
             tested = {}  # domain -> (metrics, rows): each test set is scored once per model
             for proto in protos:
                 source, target = cfg.protocols[proto]
-                for domain in (target, source):   # the source's test split is optional
-                    if domain not in tested and (domain == target or (domain, "test") in splits):
-                        tested[domain] = evaluate(policy, pick(splits, domain, "test"), cfg)
+                for domain in (target, source):
+                    if domain not in tested and domain in tests:
+                        tested[domain] = evaluate(policy, tests[domain], cfg)
                 metrics, rows = tested[target]
+                # the split by attack group depends on the protocol's source (zero-shot: both)
+                metrics = {**metrics, **group_hter(*zip(*[(r["pred"], r["label"], r["attack"])
+                                                          for r in rows]), shared[source])}
                 # In-domain HTER (source test set): did it learn, or did it not transfer?
                 extra = {"source_hter": tested[source][0]["hter"]} if source in tested else {}
                 results[proto][method] = {**metrics, **chosen, **extra}
                 path = out / "predictions" / proto / f"{method}.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = dict(seed=cfg.seed, seconds=round(time.time() - t0, 1),
+    report = dict(route="fas", seed=cfg.seed, seconds=round(time.time() - t0, 1),
                   config=dataclasses.asdict(cfg), results=results)
     (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
-# ----------------------------------------------------------------------------- reports
-
-def pct(x):
-    return f"{100 * x:.2f}"
-
-
-def tables(results: dict) -> str:
-    """Tables 1-3 as one long table (protocol, method: FRR, FAR, HTER %, with the source-dev
-    choice), then Fig. 6: the error rate per face type of GRPO (or the first method run)."""
-    head = ["protocol", "method", "FRR", "FAR", "HTER", "malformed", "source HTER", "dev HTER",
-            "step"]
-    rows = [[proto, m, pct(r["frr"]), pct(r["far"]), pct(r["hter"]), pct(r["malformed"]),
-             *[pct(r[k]) if k in r else "-" for k in ("source_hter", "dev_hter")],
-             r.get("best_step", "-")]
-            for proto, by_method in results.items() for m, r in by_method.items()]
-    text = ["Target test sets, % (Tables 1-3); source HTER: on the source's own test set; "
-            "step: the source-dev choice", format_table(head, rows)]
-    protos = list(results)
-    methods = list(dict.fromkeys(m for p in protos for m in results[p]))
-    fig6 = next((m for m in ("grpo", *methods) if all(m in results[p] for p in protos)), None)
-    if fig6:
-        per = {p: results[p][fig6]["per_attack"] for p in protos}
-        attacks = sorted({a for p in protos for a in per[p]})
-        rows = [[a] + [pct(per[p][a]) if a in per[p] else "-" for p in protos] for a in attacks]
-        text += [f"\nError rate (%) per face type, {fig6} (Fig. 6)",
-                 format_table(["type"] + protos, rows)]
-    return "\n".join(text)
-
-
-def summarize(reports: list) -> tuple[dict, str]:
-    """Mean and std (ddof = 1 when there are 2+ seeds) of each rate over seed reports; the
-    text shows HTER on the target test sets and on the source test sets (in-domain)."""
-    summary = {}
-    for proto, by_method in reports[0]["results"].items():
-        for method, first in by_method.items():
-            for k in ("frr", "far", "hter", "source_hter"):
-                if k in first:
-                    v = np.array([r["results"][proto][method][k] for r in reports])
-                    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-                    summary.setdefault(proto, {}).setdefault(method, {})[k] = (float(v.mean()),
-                                                                               std)
-    protos = list(summary)
-    methods = list(dict.fromkeys(m for p in protos for m in summary[p]))
-    seeds = [r["seed"] for r in reports]
-    text = []
-    for key, what in (("hter", "target test"), ("source_hter", "source test (in-domain)")):
-        rows = [[m] + [f"{pct(summary[p][m][key][0])} ± {pct(summary[p][m][key][1])}"
-                       if key in summary[p].get(m, {}) else "-" for p in protos]
-                for m in methods]
-        text += [f"HTER (%) on the {what}, mean ± std over seeds {seeds}",
-                 format_table(["method"] + protos, rows), ""]
-    return summary, "\n".join(text)
-
+# ----------------------------------------------------------------------------- all seeds
 
 def same_setup(a: dict, b: dict) -> bool:
     """Two runs' configs agree on everything but the seed (and where/how they ran)."""
@@ -383,18 +303,27 @@ def same_setup(a: dict, b: dict) -> bool:
 
 
 def run_experiment(cfg: FasConfig) -> dict:
-    """Run every seed, print its tables, and summarize all seeds of this set-up in out_dir."""
+    """Run seeds seed .. seed + seeds - 1, print and keep each one's tables, summarize all
+    seeds of this set-up in out_dir (results.json, tables.md, figures/) and end on one line."""
     if cfg.quick:  # its own out_dir: a quick run never replaces a full run's results
         cfg = dataclasses.replace(cfg, **QUICK, out_dir=cfg.out_dir + "_quick")
-    for seed in cfg.seeds or [cfg.seed]:
+    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         report = run_seed(dataclasses.replace(cfg, seed=seed))
-        print(f"\nseed {seed}: {report['seconds']} s\n" + tables(report["results"]))
+        write_report(Path(cfg.out_dir) / f"seed{seed}",
+                     f"\nseed {seed}: {report['seconds']} s\n" + tables(report["results"]))
     # Separate runs (--seed 0, --seed 1, ...) of one set-up land in one summary.
     paths = sorted(Path(cfg.out_dir).glob("seed*/results.json"))
     reports = [json.loads(p.read_text()) for p in paths]
     reports = [r for r in reports if same_setup(r["config"], dataclasses.asdict(cfg))]
     summary, text = summarize(reports)
-    print("\n" + text)
-    (Path(cfg.out_dir) / "summary.json").write_text(
-        json.dumps(dict(seeds=[r["seed"] for r in reports], summary=summary), indent=1) + "\n")
+    out = Path(cfg.out_dir)
+    write_report(out, "\n" + text)
+    (out / "results.json").write_text(json.dumps(
+        dict(route="fas", seeds=[r["seed"] for r in reports], summary=summary,
+             runs=[f"seed{r['seed']}" for r in reports]), indent=1) + "\n")
+    if plots.pyplot() is None:
+        print(plots.MISSING.format(run_dir=out))
+    else:
+        plots.ROUTE_FIGURES["fas"](out)
+    print(summary_line(reports, out))
     return dict(reports=reports, summary=summary)

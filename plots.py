@@ -326,6 +326,132 @@ def draw_hir(run_dir) -> list:
 ROUTE_FIGURES["hir"] = draw_hir
 
 
+# ----------------------------------------------------------------------------- face route (fas)
+
+def fas_seed_dirs(run_dir) -> list[Path]:
+    """The seed folders of a face run folder: its `runs` (a summary folder) or itself (a seed)."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text())
+    return [run_dir / r for r in results["runs"]] if "runs" in results else [run_dir]
+
+
+def _mean(rows: list[list]) -> list:
+    return [sum(v) / len(v) for v in zip(*rows)]
+
+
+def fas_curves(run_dir, png):
+    """Source vs target HTER along training, one panel per (method, source) that logged a
+    curve: the source dev set (the checkpoint choice), the source test set and each target
+    test set, mean over the seeds, from the rows of each seed's <method>/<source>/dev.jsonl
+    that hold test scores (every `curve_every` steps).
+
+    Returns {panel title: {line label: (steps, HTER %)}}.
+    """
+    plt = pyplot()
+    seeds = fas_seed_dirs(run_dir)
+    logs = sorted(p.relative_to(seeds[0]).parent for p in seeds[0].glob("*/*/dev.jsonl"))
+    drawn = {}
+    for rel in logs:
+        runs = [[r for r in read_jsonl(d / rel / "dev.jsonl") if "test_hter" in r] for d in seeds]
+        if not runs[0]:
+            continue
+        steps = [r["step"] for r in runs[0]]
+        lines = {"source dev": _mean([[100 * r["dev_hter"] for r in run] for run in runs])}
+        for domain in runs[0][0]["test_hter"]:
+            lines[f"{domain} test"] = _mean([[100 * r["test_hter"][domain] for r in run]
+                                             for run in runs])
+        drawn[f"{rel.parts[0]}, source {rel.parts[1]}"] = {k: (steps, v) for k, v in lines.items()}
+    fig, axes = plt.subplots(1, max(1, len(drawn)), figsize=(4.2 * max(1, len(drawn)), 3.4),
+                             squeeze=False)
+    for ax, (title, lines) in zip(axes[0], drawn.items()):
+        for label, (x, y) in lines.items():
+            ax.plot(x, y, label=label, lw=1.2, ls="--" if "dev" in label else "-")
+        ax.set(title=title, xlabel="step", ylabel="HTER %", ylim=(0, 60))
+        ax.legend(fontsize=7)
+    fig.suptitle(f"HTER along training, mean over {len(seeds)} seed(s)")
+    save(fig, png)
+    return drawn
+
+
+def _seed_results(seeds) -> list[dict]:
+    return [json.loads((d / "results.json").read_text())["results"] for d in seeds]
+
+
+def fas_hter_bars(run_dir, png):
+    """Target HTER % per protocol and method (bars: mean over seeds, whiskers: std, ddof 1).
+
+    Returns {protocol: {method: (mean %, std %)}}."""
+    plt = pyplot()
+    reports = _seed_results(fas_seed_dirs(run_dir))
+    drawn = {}
+    for proto, by_method in reports[0].items():
+        for method in by_method:
+            v = [100 * r[proto][method]["hter"] for r in reports]
+            mean = sum(v) / len(v)
+            std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+            drawn.setdefault(proto, {})[method] = (mean, std)
+    methods = list(dict.fromkeys(m for by in drawn.values() for m in by))
+    fig, ax = plt.subplots(figsize=(1.6 + 1.8 * len(drawn), 3.4))
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        xs = [i + j * width for i, p in enumerate(drawn) if m in drawn[p]]
+        ys = [drawn[p][m] for p in drawn if m in drawn[p]]
+        ax.bar(xs, [y for y, _ in ys], width, yerr=[e for _, e in ys], label=m, capsize=2)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(drawn))], list(drawn), fontsize=8)
+    ax.set(ylabel="target HTER %", title="HTER per protocol and method")
+    ax.legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
+def fas_attack_errors(run_dir, png):
+    """Error rate % per face type on each target (one panel per protocol, bars per method,
+    mean over seeds): the paper's Fig. 6. Returns {protocol: {method: {type: mean %}}}."""
+    plt = pyplot()
+    reports = _seed_results(fas_seed_dirs(run_dir))
+    drawn = {p: {m: {a: 100 * sum(r[p][m]["per_attack"][a] for r in reports) / len(reports)
+                     for a in reports[0][p][m]["per_attack"]} for m in by}
+             for p, by in reports[0].items()}
+    fig, axes = plt.subplots(1, len(drawn), figsize=(4.6 * len(drawn), 3.4), squeeze=False)
+    for ax, (proto, by_method) in zip(axes[0], drawn.items()):
+        types = sorted({a for rates in by_method.values() for a in rates})
+        width = 0.8 / len(by_method)
+        for j, (m, rates) in enumerate(by_method.items()):
+            ax.bar([i + j * width for i in range(len(types))],
+                   [rates.get(a, 0.0) for a in types], width, label=m)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(types))], types, rotation=60,
+                      fontsize=7)
+        ax.set(title=proto, ylabel="error rate %", ylim=(0, 100))
+        ax.legend(fontsize=6)
+    save(fig, png)
+    return drawn
+
+
+FAS_FIGURES = {"fas_curves.png": fas_curves, "fas_hter.png": fas_hter_bars,
+               "fas_attack_errors.png": fas_attack_errors}
+
+
+def draw_fas(run_dir) -> list:
+    """Every figure of a face run folder (a seed folder or the summary of several), into
+    run_dir/figures/; plus the GRPO diagnostics of each seed's GRPO runs, into its figures/."""
+    run_dir = Path(run_dir)
+    paths = []
+    for name, figure in FAS_FIGURES.items():
+        figure(run_dir, run_dir / "figures" / name)
+        paths.append(run_dir / "figures" / name)
+    for seed in fas_seed_dirs(run_dir):
+        N = json.loads((seed / "results.json").read_text())["config"]["num_generations"]
+        for log in sorted(seed.glob("grpo*/*/metrics.jsonl")):
+            method, source = log.parent.parent.name, log.parent.name
+            png = seed / "figures" / f"{method}_{source}_diagnostics.png"
+            grpo_diagnostics(log, png, N, "reward_cls", f"{seed.name}: {method} on {source}")
+            paths.append(png)
+    return paths
+
+
+ROUTE_FIGURES["fas"] = draw_fas
+
+
 # ----------------------------------------------------------------------------- redraw
 
 def redraw(run_dir) -> list:

@@ -18,9 +18,19 @@ Choices (the paper's data are real recordings; these are ours):
     replay, 3D-print/silicone masks and wigs (the paper notes CeFa's wig spoofs); the targets
     add makeup, tattoo, paper glasses, mannequin (HQ-WMCA) and half mask (SiW-Mv2).
  2. Makeup, tattoo and wig are worn on a live face and labelled "fake", as in HQ-WMCA.
- 3. Half of each domain is bona fide; spoofs cycle through the domain's attack types by index.
+ 3. Half of each domain is bona fide; spoofs cycle through the domain's attack types by index,
+    each as often as its weight says. The target weights put about half of each target's
+    spoofs in attack types a source has (print is the one type both sources share), so that
+    transfer is possible but not decided: HQ-WMCA-like 40 % (from SURF) / 60 % (from CeFa),
+    SiW-Mv2-like 50 % / 50 %; the rest are attack types no source shows.
  4. Trace strengths come from fixed ranges set by eye on a contact sheet, not tuned for any
-    method; halftone dots fall below a low-resolution camera's Nyquist rate, as in real life.
+    method; halftone dots fall below a low-resolution camera's Nyquist rate, as in real life,
+    and no target camera is that coarse (the SiW-Mv2-like one samples at 0.8: the dots survive,
+    weakened by its noise and JPEG).
+ 5. The picture an attacker prints or replays was taken in the domain's own room with
+    probability PHOTO_ROOM, elsewhere otherwise (the data sets record their attacks from photos
+    of their own subjects, often in the same session). So the background behind a print is
+    a cue for half of the prints only, never a perfect shortcut.
 """
 import csv
 import io
@@ -37,9 +47,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from face_render import (HAIR, _background, _box, _draw, _eye_xy, _eyes, _features, _light,
                          _over, _person, _plane_light, _room, _shade, _with)
 
-VERSION = 1
+VERSION = 2
 HEADER = ("path", "label", "attack", "domain", "split")
-DEFAULT_N, QUICK_N, QUICK_SIZE = 600, 48, 56
+# images per source / target domain: source test sets of 200 (60/20/20), target test sets of 240
+DEFAULT_N = {"source": 1000, "target": 300}
+QUICK_N, QUICK_SIZE = 48, 56
+PHOTO_ROOM = 0.5     # share of printed / replayed photos taken in the domain's own room (choice 5)
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,7 @@ class Domain:
     noise: float         # sensor noise std, 8-bit units
     res: float           # sensor resolution / output resolution (down- then up-scaling)
     jpeg: int = 0        # JPEG quality of the camera pipeline, 0 = lossless
+    weights: tuple = ()  # relative frequency of each attack type among the spoofs (() = equal)
 
 
 DOMAINS = {
@@ -64,12 +78,14 @@ DOMAINS = {
                         150, 20, 0.35, 0.95, (1.08, 1.0, 0.88), 3.0, 1.0),
     "surf_like": Domain("source", ("print", "cut"), "gradient", (0.72, 0.70, 0.62),
                         90, 25, 0.55, 1.08, (0.96, 1.04, 0.94), 2.0, 1.0),
-    "hqwmca_like": Domain("target", ("print", "replay", "mask", "mannequin", "paper_glasses",
-                                     "makeup", "tattoo", "wig"), "dark", (0.14, 0.15, 0.18),
-                          20, 15, 0.25, 1.0, (0.92, 1.0, 1.10), 1.5, 1.0),
-    "siwmv2_like": Domain("target", ("print", "replay", "mask", "half_mask", "mannequin",
-                                     "makeup", "paper_glasses", "cut"), "clutter", (0.5, 0.45, 0.4),
-                          60, 60, 0.40, 0.9, (1.05, 0.94, 1.04), 6.0, 0.6, 70),
+    "hqwmca_like": Domain("target", ("print", "replay", "mask", "wig", "mannequin",
+                                     "paper_glasses", "makeup", "tattoo"), "dark",
+                          (0.14, 0.15, 0.18), 20, 15, 0.25, 1.0, (0.92, 1.0, 1.10), 1.5, 1.0,
+                          weights=(12, 2, 2, 2, 3, 3, 3, 3)),
+    "siwmv2_like": Domain("target", ("print", "cut", "replay", "mask", "half_mask", "mannequin",
+                                     "makeup", "paper_glasses"), "clutter", (0.5, 0.45, 0.4),
+                          60, 60, 0.40, 0.9, (1.05, 0.94, 1.04), 6.0, 0.8, 70,
+                          weights=(12, 8, 4, 4, 3, 3, 3, 3)),
 }
 # The paper's Table 1 protocols: name -> (source domain, target domain).
 PROTOCOLS = {"cefa_to_hqwmca": ("cefa_like", "hqwmca_like"),
@@ -77,7 +93,8 @@ PROTOCOLS = {"cefa_to_hqwmca": ("cefa_like", "hqwmca_like"),
              "surf_to_hqwmca": ("surf_like", "hqwmca_like"),
              "surf_to_siwmv2": ("surf_like", "siwmv2_like")}
 SPLITS = {"source": (("train", 0.6), ("dev", 0.2), ("test", 0.2)),
-          "target": (("dev", 0.2), ("test", 0.8))}
+          "target": (("dev", 0.2), ("test", 0.8)),
+          "pool": (("train", 0.85), ("dev", 0.15))}      # the stand-in's pre-training pool
 # The physical trace each attack leaves (for docs, prompts and per-attack reports).
 TRACES = {
     "print": "halftone dots, reduced gamut and contrast, paper edge, flat planar lighting",
@@ -98,15 +115,31 @@ def sample_rng(seed, domain, index):
     return np.random.default_rng([seed, zlib.crc32(domain.encode()), index])
 
 
+def attack_cycle(dom):
+    """The domain's spoofs in one period: attack k `weights[k]` times, spread evenly (attack k's
+    j-th copy sits at (j + 1/2) / w_k of the period), so any stretch of indices holds each type
+    in about its share. Equal weights give `attacks` itself."""
+    weights = dom.weights or (1,) * len(dom.attacks)
+    if len(weights) != len(dom.attacks):
+        raise ValueError(f"{len(weights)} weights for {len(dom.attacks)} attack types")
+    slots = [((j + 0.5) / w, k) for k, w in enumerate(weights) for j in range(w)]
+    return tuple(dom.attacks[k] for _, k in sorted(slots))
+
+
 def attack_of(domain, index):
-    """Even indices are bona fide ("real"); odd ones cycle through the domain's attack types."""
-    attacks = DOMAINS[domain].attacks
-    return "real" if index % 2 == 0 else attacks[(index // 2) % len(attacks)]
+    """Even indices are bona fide ("real"); odd ones walk through the domain's attack_cycle."""
+    cycle = attack_cycle(DOMAINS[domain])
+    return "real" if index % 2 == 0 else cycle[(index // 2) % len(cycle)]
 
 
 def split_of(domain, index, n):
     """Split of sample `index` of `n`: contiguous index ranges in SPLITS' proportions."""
-    splits = SPLITS[DOMAINS[domain].role]
+    return role_split(DOMAINS[domain].role, index, n)
+
+
+def role_split(role, index, n):
+    """Split of sample `index` of `n` in a set of this role (SPLITS)."""
+    splits = SPLITS[role]
     ends = np.round(np.cumsum([frac for _, frac in splits]) * n)
     return splits[min(int(np.searchsorted(ends, index, side="right")), len(splits) - 1)][0]
 
@@ -117,11 +150,15 @@ def _live(rng, dom, size, p, **hooks):
     return _over(bg, *_shade(_draw(p, size, **hooks), p, size, light, rng))
 
 
-def _photo(rng, p, size):
-    """The picture an attacker prints or replays: taken elsewhere, under another light."""
-    style = ("flat", "gradient", "dark", "clutter")[rng.integers(4)]
-    bg = _background(rng, style, rng.uniform(0.2, 0.8, 3), size)
-    light = _light(rng, rng.uniform(0, 180), 0, rng.uniform(0.3, 0.6))
+def _photo(rng, dom, p, size):
+    """The picture an attacker prints or replays: taken in this domain's room with probability
+    PHOTO_ROOM (choice 5), else elsewhere under another light."""
+    if rng.uniform() < PHOTO_ROOM:
+        light, bg = _room(rng, dom, size)
+    else:
+        style = ("flat", "gradient", "dark", "clutter")[rng.integers(4)]
+        bg = _background(rng, style, rng.uniform(0.2, 0.8, 3), size)
+        light = _light(rng, rng.uniform(0, 180), 0, rng.uniform(0.3, 0.6))
     return np.clip(_over(bg, *_shade(_draw(p, size), p, size, light, rng)), 0, 1)
 
 
@@ -160,7 +197,7 @@ def _halftone(img, rng):
 def _print(rng, dom, size, holes=False):
     """Print attack; with `holes`, the cut photo: the attacker's own eyes show through it."""
     p, hole = _person(rng), None
-    ph = _photo(rng, p, size)
+    ph = _photo(rng, dom, p, size)
     lum = ph.mean(-1, keepdims=True)
     ph = 0.1 + 0.78 * (lum + rng.uniform(0.7, 0.9) * (ph - lum))   # reduced gamut: contrast, colour
     if holes:
@@ -185,7 +222,7 @@ def _print(rng, dom, size, holes=False):
 
 def _replay(rng, dom, size):
     """Replay attack: a screen with a pixel grid and a bluish white, seen through the camera."""
-    ph = _photo(rng, _person(rng), size) ** 0.9 * [0.95, 1.0, 1.08]
+    ph = _photo(rng, dom, _person(rng), size) ** 0.9 * [0.95, 1.0, 1.08]
     k, g, grid = int(rng.choice([2, 3])), rng.uniform(0.04, 0.12), np.ones((size, size))
     grid[::k] *= 1 - g        # dark gaps between the screen's pixels
     grid[:, ::k] *= 1 - g
@@ -314,44 +351,59 @@ def _camera(img, dom, rng):
     return im
 
 
+def render(dom, attack, rng, size):
+    """PIL RGB image (size x size) of `attack` ("real" or an attack type) in `dom`'s room,
+    seen through `dom`'s camera; every random draw comes from `rng`."""
+    return _camera(_ATTACKS[attack](rng, dom, size), dom, rng)
+
+
 def render_face(seed, domain, index, size=64):
     """PIL RGB image (size x size) of sample `index` of `domain`; attack_of(domain, index)."""
     if domain not in DOMAINS:
         raise ValueError(f"unknown face domain {domain!r}; known: {sorted(DOMAINS)}")
-    dom, rng = DOMAINS[domain], sample_rng(seed, domain, index)
-    return _camera(_ATTACKS[attack_of(domain, index)](rng, dom, size), dom, rng)
+    return render(DOMAINS[domain], attack_of(domain, index), sample_rng(seed, domain, index), size)
 
 
-def make_face_corpora(root, seed=0, size=64, n_per_domain=None, quick=False):
-    """Write root/<domain>/<split>/<real|fake>/<index>_<attack>.png for the four domains, one
-    root/manifest.csv (HEADER; paths relative to root) and root/index.json (version, params,
-    protocols, traces, each domain's covariates and counts), and return that index. A corpus
-    whose index.json has the same version and params is reused as it is.
-    quick: QUICK_N images per domain at QUICK_SIZE px (tests); else DEFAULT_N at `size`."""
-    root, size = Path(root), QUICK_SIZE if quick else size
-    n = n_per_domain or (QUICK_N if quick else DEFAULT_N)
-    params, index_path = dict(seed=seed, size=size, n_per_domain=n), root / "index.json"
+def build_faces(root, params, samples, extra=None):
+    """Write root/<domain>/<split>/<real|fake>/<index>_<attack>.png for each
+    (domain, index, split, attack, image()) of `samples`, one root/manifest.csv (HEADER; paths
+    relative to root) and root/index.json (version, params, counts per domain, split and
+    attack, and `extra`), and return that index. A folder whose index.json has the same version
+    and params is reused as it is; otherwise its old images are removed first."""
+    root, index_path = Path(root), Path(root) / "index.json"
     if index_path.exists() and (root / "manifest.csv").exists():
         old = json.loads(index_path.read_text())
         if old.get("version") == VERSION and old.get("params") == params:
             return old
-    t0, rows, domains = time.perf_counter(), [], {}
-    for name, dom in DOMAINS.items():
-        shutil.rmtree(root / name, ignore_errors=True)     # no stale images from other params
-        counts = {split: {} for split, _ in SPLITS[dom.role]}
-        for i in range(n):
-            split, attack = split_of(name, i, n), attack_of(name, i)
-            label = "real" if attack == "real" else "fake"
-            rel = f"{name}/{split}/{label}/{i:05d}_{attack}.png"
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            render_face(seed, name, i, size).save(root / rel)
-            rows.append((rel, label, attack, name, split))
-            counts[split][attack] = counts[split].get(attack, 0) + 1
-        domains[name] = dict(asdict(dom), counts=counts)
+    t0, rows, counts = time.perf_counter(), [], {}
+    for name, i, split, attack, image in samples:
+        if name not in counts:
+            shutil.rmtree(root / name, ignore_errors=True)  # no stale images from other params
+        label = "real" if attack == "real" else "fake"
+        rel = f"{name}/{split}/{label}/{i:05d}_{attack}.png"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        image().save(root / rel)
+        rows.append((rel, label, attack, name, split))
+        per_split = counts.setdefault(name, {}).setdefault(split, {})
+        per_split[attack] = per_split.get(attack, 0) + 1
     with open(root / "manifest.csv", "w", newline="") as f:
         csv.writer(f).writerows([HEADER, *rows])
-    index = dict(version=VERSION, params=params, manifest="manifest.csv", protocols=PROTOCOLS,
-                 traces=TRACES, domains=domains, build_seconds=round(time.perf_counter() - t0, 2))
+    index = dict(version=VERSION, params=params, manifest="manifest.csv", counts=counts,
+                 **(extra or {}), build_seconds=round(time.perf_counter() - t0, 2))
     index_path.write_text(json.dumps(index, indent=1))     # written last: marks a complete build
     return json.loads(index_path.read_text())
 
+
+def make_face_corpora(root, seed=0, size=64, n_per_domain=None, quick=False):
+    """The four domains through build_faces, and their index (params, protocols, traces, each
+    domain's covariates; counts). n_per_domain: images per domain, an int or {role: n}
+    (default DEFAULT_N); quick: QUICK_N images per domain at QUICK_SIZE px (tests)."""
+    size = QUICK_SIZE if quick else size
+    n = n_per_domain or (QUICK_N if quick else DEFAULT_N)
+    n = {role: n for role in SPLITS} if isinstance(n, int) else dict(n)
+    samples = ((name, i, split_of(name, i, n[dom.role]), attack_of(name, i),
+                lambda name=name, i=i: render_face(seed, name, i, size))
+               for name, dom in DOMAINS.items() for i in range(n[dom.role]))
+    return build_faces(root, dict(seed=seed, size=size, n_per_domain=n), samples,
+                       dict(protocols=PROTOCOLS, traces=TRACES,
+                            domains={name: asdict(dom) for name, dom in DOMAINS.items()}))

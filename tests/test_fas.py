@@ -22,8 +22,8 @@ from train_chat import ChatExample, grpo_stage
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fas")
-    cfg = fx.FasConfig(out_dir=str(root / "out"), corpus_root=str(root / "corpus"), quick=True,
-                       device="cpu")
+    cfg = fx.FasConfig(out_dir=str(root / "out"), corpus_root=str(root / "corpus"),
+                       standin_root=str(root / "standin"), quick=True, device="cpu")
     fx.run_experiment(cfg)
     return root / "out_quick" / "seed0"                    # quick runs get their own out_dir
 
@@ -40,12 +40,20 @@ def test_quick_experiment_writes_every_protocol_and_method(quick_run):
         for r in by_method.values():
             for k in ("frr", "far", "hter"):
                 assert 0.0 <= r[k] <= 1.0
-    assert (quick_run.parent / "summary.json").exists()
+    assert report["route"] == "fas"
+    summary = json.loads((quick_run.parent / "results.json").read_text())
+    assert summary["route"] == "fas" and summary["runs"] == ["seed0"]
+    assert (quick_run / "tables.md").exists() and (quick_run.parent / "tables.md").exists()
+    assert (quick_run.parent / "figures" / "fas_curves.png").exists()
 
 
 def test_error_rates_match_a_recount_of_the_saved_predictions(quick_run):
-    results = json.loads((quick_run / "results.json").read_text())["results"]
+    report = json.loads((quick_run / "results.json").read_text())
+    results = report["results"]
+    splits = fx.load_splits(fx.FasConfig(**report["config"]))
     for proto, by_method in results.items():
+        source = report["config"]["protocols"][proto][0]
+        shared = {ex.meta["attack"] for ex in fx.pick(splits, source, "train")} - {"real"}
         for method, r in by_method.items():
             path = quick_run / "predictions" / proto / f"{method}.jsonl"
             rows = [json.loads(line) for line in path.read_text().splitlines()]
@@ -62,6 +70,14 @@ def test_error_rates_match_a_recount_of_the_saved_predictions(quick_run):
                     sum(x["pred"] != x["label"] for x in group) / len(group), abs=1e-12)
             # the prediction is the strict parse of the saved text, never something else
             assert all(row["pred"] == fx.parse_answer(row["text"]) for row in rows)
+            # HTER on the shared / unseen attack types: FRR with the FAR of that group's fakes
+            for group, fakes in (("shared", [x for x in fake if x["attack"] in shared]),
+                                 ("unseen", [x for x in fake if x["attack"] not in shared])):
+                if fakes:
+                    far_g = sum(x["pred"] != "fake" for x in fakes) / len(fakes)
+                    assert r[f"hter_{group}"] == pytest.approx((frr + far_g) / 2, abs=1e-12)
+                else:
+                    assert r[f"hter_{group}"] is None
 
 
 def test_checkpoint_choice_is_the_first_minimum_of_the_source_dev_hter(quick_run):
@@ -69,7 +85,8 @@ def test_checkpoint_choice_is_the_first_minimum_of_the_source_dev_hter(quick_run
     r = results["surf_to_siwmv2"]["grpo"]
     dev = [json.loads(line) for line in
            (quick_run / "grpo" / "surf_like" / "dev.jsonl").read_text().splitlines()]
-    best = min(dev, key=lambda d: d["dev_hter"])     # min returns the first of equal keys
+    assert dev[0]["step"] == 0                       # the start point: logged, never chosen
+    best = min(dev[1:], key=lambda d: d["dev_hter"])  # min returns the first of equal keys
     assert (r["best_step"], r["dev_hter"]) == (best["step"], best["dev_hter"])
 
 
@@ -110,20 +127,29 @@ def test_reward_function_by_hand():
     assert fx.method_switches(off, "grpo") == dict(use_format=True, use_cls=True, use_res=False)
 
 
-def test_format_warmup_targets_carry_no_class_information():
-    # By construction: the generator of the targets never sees an image or a label.
-    assert list(inspect.signature(fx.format_targets).parameters) == ["n", "rng"]
-    faces = [ChatExample(f"img{i}.png", "q", "real" if i % 2 else "fake") for i in range(400)]
-    flipped = [ChatExample(f"other{i}.png", "q", "fake" if i % 2 else "real") for i in range(400)]
-    a = [ex.target for ex in fx.format_examples(faces, seed=3)]
-    assert a == [ex.target for ex in fx.format_examples(flipped, seed=3)]
-    answers = [fx.parse_answer(t) for t in a]
-    assert set(answers) == {"real", "fake"}
-    # and, as a sanity check, the answer is as often "real" for real faces as for fake ones
-    share = {y: np.mean([ans == "real" for ans, ex in zip(answers, faces) if ex.label == y])
-             for y in ("real", "fake")}
-    assert abs(share["real"] - share["fake"]) < 0.15      # 200 draws each: sd of the gap ~0.05
-    assert all(fx.parse_answer(t) is not None and "<thinking>" in t for t in a)
+def test_grpo_reads_batch_size_as_completions(tmp_path, monkeypatch):
+    """batch_size 6 with N = 3: SFT steps take 6 examples, GRPO steps 6 completions = 2
+    prompts (departure 8); GRPO runs at grpo_lr; a batch_size that is not a multiple of N is
+    refused."""
+    seen = {}
+
+    def fake_stage(name):
+        def stage(policy, examples, *args, **kw):
+            cfg = next(a for a in args if isinstance(a, fx.FasConfig))
+            seen[name] = cfg.batch_size, cfg.lr
+        return stage
+    monkeypatch.setattr(fx, "sft_stage", fake_stage("sft"))
+    monkeypatch.setattr(fx, "grpo_stage", fake_stage("grpo"))
+    monkeypatch.setattr(fx, "evaluate", lambda *a: (dict(hter=0.5, malformed=0.0), []))
+    ChatPolicy.tiny("image", seed=0).save(tmp_path / "base")
+    cfg = fx.FasConfig(device="cpu", batch_size=6, num_generations=3, sft_steps=1, grpo_steps=1,
+                       eval_every=1, beta=0.0, lr=1e-3, grpo_lr=3e-4)
+    ex = [ChatExample(None, fx.PROMPT, "real")]
+    for method in ("sft", "grpo"):
+        fx.train_method(cfg, method, str(tmp_path / "base"), ex, ex, tmp_path / method)
+    assert seen == {"sft": (6, 1e-3), "grpo": (2, 3e-4)}       # and each its own rate
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        fx.check(dataclasses.replace(cfg, batch_size=7))
 
 
 def test_data_fraction_subsamples_deterministically():
@@ -180,18 +206,20 @@ def test_config_typos_fail_before_any_training():
 
 
 def test_lora_run_saves_the_chosen_adapter_that_reproduces_the_predictions(tmp_path):
-    """The real recipe's path on the tiny model: LoRA on the saved instruct base, segments
+    """The real recipe's path on the tiny model: LoRA on the saved stand-in base, segments
     resumed from `last`, the reference = adapters off. Loading out/best afresh (peft layout,
     base named inside) must give exactly the saved test predictions of the chosen checkpoint."""
     cfg = fx.FasConfig(out_dir=str(tmp_path / "out"), corpus_root=str(tmp_path / "corpus"),
-                       quick=True, device="cpu", lora_r=4, lr=1e-2, methods=["grpo"],
+                       standin_root=str(tmp_path / "standin"), quick=True, device="cpu",
+                       lora_r=4, lr=1e-2, methods=["grpo"],
                        protocols={"surf_to_siwmv2": ["surf_like", "siwmv2_like"]},
                        ablation_protocols=[])
     fx.run_experiment(cfg)
     out = tmp_path / "out_quick" / "seed0"
     best = out / "grpo" / "surf_like" / "best"
+    standin = fx.build_standin(dataclasses.replace(cfg, **fx.QUICK))   # cached: no rebuild
     assert json.loads((best / "adapter_config.json").read_text())[
-        "base_model_name_or_path"] == str(out / "instruct")
+        "base_model_name_or_path"] == str(standin)
     policy = ChatPolicy.from_pretrained(str(best), "image")
     rows = [json.loads(line) for line in
             (out / "predictions" / "surf_to_siwmv2" / "grpo.jsonl").read_text().splitlines()]
@@ -201,10 +229,11 @@ def test_lora_run_saves_the_chosen_adapter_that_reproduces_the_predictions(tmp_p
 
 
 def test_the_returned_model_is_the_dev_choice_not_the_last_step(tmp_path, monkeypatch):
-    """Dev HTER 0.3 after step 1, 0.5 after step 2: train_method must hand back (and save as
-    best/) the step-1 weights, which differ from the step-2 weights saved in last/."""
+    """Dev HTER 0.1 at the start, 0.3 after step 1, 0.5 after step 2: train_method must hand
+    back (and save as best/) the step-1 weights, never the start point, and they differ from
+    the step-2 weights saved in last/."""
     ChatPolicy.tiny("image", seed=0).save(tmp_path / "base")
-    scores = iter([0.3, 0.5])
+    scores = iter([0.1, 0.3, 0.5])
     monkeypatch.setattr(fx, "evaluate", lambda *a: (dict(hter=next(scores), malformed=0.0), []))
     rng = np.random.default_rng(0)
     examples = [ChatExample(Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)),
@@ -221,3 +250,32 @@ def test_the_returned_model_is_the_dev_choice_not_the_last_step(tmp_path, monkey
                                            "image").model.named_parameters())
     assert all(torch.equal(p, best[n]) for n, p in trained.items())
     assert not all(torch.equal(p, last[n]) for n, p in trained.items())
+
+
+def test_seeds_counts_from_seed_and_the_run_ends_on_a_summary_line(tmp_path, monkeypatch,
+                                                                    capsys):
+    """--seeds 2 --seed 3 runs seeds 3 and 4; the run folder's results.json lists them, the
+    mean over them is the mean of the two reports, and the last line says where things are."""
+    def fake_run_seed(cfg):
+        hter = 0.1 * (cfg.seed - 2)                         # 0.1 and 0.2
+        r = dict(frr=hter, far=hter, hter=hter, malformed=0.0, per_attack={}, best_step=cfg.seed,
+                 dev_hter=hter)
+        report = dict(route="fas", seed=cfg.seed, seconds=0.0, config=dataclasses.asdict(cfg),
+                      results={"surf_to_siwmv2": {"sft": r}})
+        out = tmp_path / "out" / f"seed{cfg.seed}"
+        out.mkdir(parents=True)
+        (out / "results.json").write_text(json.dumps(report))
+        return report
+    drawn = []
+    monkeypatch.setattr(fx, "run_seed", fake_run_seed)
+    monkeypatch.setitem(fx.plots.ROUTE_FIGURES, "fas", drawn.append)
+    cfg = fx.FasConfig(out_dir=str(tmp_path / "out"), seed=3, seeds=2,
+                       protocols={"surf_to_siwmv2": ["surf_like", "siwmv2_like"]})
+    result = fx.run_experiment(cfg)
+    summary = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert summary["seeds"] == [3, 4] and summary["route"] == "fas"
+    mean, std = result["summary"]["surf_to_siwmv2"]["sft"]["hter"]
+    assert mean == pytest.approx(0.15) and std == pytest.approx(np.std([0.1, 0.2], ddof=1))
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "sft/surf_like 15.0 % @ step 3/4" in last and str(tmp_path / "out") in last
+    assert drawn == [tmp_path / "out"] or fx.plots.pyplot() is None
