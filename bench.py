@@ -52,6 +52,7 @@ How the numbers are taken, numbered:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
 import json
@@ -105,8 +106,9 @@ def classifier_bench(size: str, device, repeats: int, warmup: int, B=8, seconds=
         model = run["model"]
         if name == "grpo_old" and r % K == 0:  # pi_old <- pi_theta, as the loop does it
             run["old"] = copy.deepcopy(model).eval().requires_grad_(False)
-        model.train(name == "sft")  # as the loop: GRPO scores its models in eval mode
-        with saved_activations(model, count) as act, train.autocast(device, bf16):
+        model.train()
+        quiet = train.dropout_off(model) if name != "sft" else contextlib.nullcontext()
+        with saved_activations(model, count) as act, train.autocast(device, bf16), quiet:
             if name == "sft":
                 loss, _ = sft_loss(model, wav, lengths, labels, cfg)
             else:

@@ -59,7 +59,7 @@ from lora import EXCLUDE, TARGET_MODULES, apply_lora, lora_modules
 from models import SSLClassifier
 from real_models import (PUBLISHED, materialize, meta_model, published_config,
                          stand_in_tokenizer)
-from train_classifier import grpo_step_loss
+from train_classifier import grpo_step_loss, label_generators
 
 RECIPES = ("configs/classifier_xlsr2b_dfe24.json", "configs/fas_qwen25vl7b.json",
            "configs/hir_qwen2audio7b.json")
@@ -282,9 +282,10 @@ def classifier_step(cfg, config, out: Path, seconds: float = 4.0, seed: int = 0)
     before = watched.detach().clone()
     t0, c0 = time.perf_counter(), time.process_time()
     model.train()
-    gen = torch.Generator().manual_seed(train.seed_for(seed, 0, 2))
+    gen = label_generators(cfg, 0, range(1), torch.device("cpu"))
     label = torch.tensor([1])                                                        # real
-    loss, stats = grpo_step_loss(model, wav, torch.tensor([S]), label, cfg, gen, ref, old)
+    with train.dropout_off(model):  # as the loop: GRPO's policy without dropout
+        loss, stats = grpo_step_loss(model, wav, torch.tensor([S]), label, cfg, gen, ref, old)
     value = train.check_finite(loss, 0, out)
     opt.zero_grad(set_to_none=True)
     loss.backward()

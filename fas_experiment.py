@@ -306,7 +306,7 @@ def run_experiment(cfg: FasConfig) -> dict:
     """Run seeds seed .. seed + seeds - 1, print and keep each one's tables, summarize all
     seeds of this set-up in out_dir (results.json, tables.md, figures/) and end on one line."""
     if cfg.quick:  # its own out_dir: a quick run never replaces a full run's results
-        cfg = dataclasses.replace(cfg, **QUICK, out_dir=cfg.out_dir + "_quick")
+        cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir + "_quick")  # sizes: train.main
     for seed in range(cfg.seed, cfg.seed + cfg.seeds):
         report = run_seed(dataclasses.replace(cfg, seed=seed))
         write_report(Path(cfg.out_dir) / f"seed{seed}",

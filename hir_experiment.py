@@ -353,7 +353,7 @@ def _seed_worker(cfg: HirConfig, splits: dict) -> dict:
 
 def run_experiment(cfg: HirConfig) -> dict:
     if cfg.quick:  # toy sizes, in folders of their own: a quick run never replaces a full one
-        cfg = dataclasses.replace(cfg, **QUICK, out_dir=cfg.out_dir + "_quick",
+        cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir + "_quick",  # sizes: train.main
                                   corpus_root=cfg.corpus_root + "_quick")
     _check(cfg)
     if cfg.manifest:

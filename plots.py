@@ -180,6 +180,10 @@ def classifier_drift(results: dict, png):
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(keys))], [k[6:] for k in keys])
     ax.set_ylabel("mean per-dimension W1 to the reference set")
     ax.legend(fontsize=7)
+    save(fig, png)
+    return drawn
+
+
 def classifier_figures(run_dir) -> list:
     """Every figure of a classifier run folder: trajectory, DET, drift, GRPO diagnostics."""
     run_dir = Path(run_dir)

@@ -250,6 +250,38 @@ def check_weights(model: torch.nn.Module, step: int, checkpoint_dir: Path) -> No
             stop_non_finite(f"weight {name} is not finite", step, checkpoint_dir)
 
 
+@contextlib.contextmanager
+def dropout_off(model):
+    """Every nn.Dropout of `model` at p = 0, every config's layerdrop at 0 and every batch norm
+    on its running statistics, inside the block, restored after: the model in train mode
+    (gradient checkpointing stays on) computes the function it computes in eval mode. As TRL's
+    disable_dropout, for GRPO, where the ratio pi / pi_old and the KL must compare one function,
+    not a randomly thinned one."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+             and m.training]
+    for m in norms:
+        m.eval()
+    # (object, attribute) of every rate: nn.Dropout's p, a config's layerdrop, and the float
+    # rates attention layers pass to their functional dropout (transformers' `dropout`,
+    # `attention_dropout`)
+    rates = [(m, "p") for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    configs = {id(c): c for m in model.modules() for c in [getattr(m, "config", None)]
+               if c is not None and getattr(c, "layerdrop", 0)}
+    rates += [(c, "layerdrop") for c in configs.values()]
+    rates += [(m, a) for m in model.modules() for a in ("dropout", "attention_dropout")
+              if isinstance(getattr(m, a, None), float) and getattr(m, a)]
+    before = [getattr(o, a) for o, a in rates]
+    for o, a in rates:
+        setattr(o, a, 0.0)
+    try:
+        yield
+    finally:
+        for (o, a), p in zip(rates, before):
+            setattr(o, a, p)
+        for m in norms:
+            m.train()
+
+
 def apply_lr(lr: float, opt, sched) -> None:
     """On resume: the learning rate asked for now replaces the one in the optimizer state
     (said when they differ), at the scheduler's current multiplier."""

@@ -30,7 +30,6 @@ function and the stages; this file holds only what both share. Departures:
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -207,24 +206,6 @@ def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, 
     log.close()
 
 
-@contextmanager
-def dropout_off(model):
-    """Every nn.Dropout of `model` at p = 0 inside the block, restored after (departure 3).
-
-    As TRL's disable_dropout: nn.Dropout modules only (LoRA's among them). The functional
-    dropout rates of the Qwen configs (attention_dropout, the audio encoder's dropout) are 0 in
-    the released checkpoints."""
-    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    before = [m.p for m in drops]
-    for m in drops:
-        m.p = 0.0
-    try:
-        yield
-    finally:
-        for m, p in zip(drops, before):
-            m.p = p
-
-
 def _no_lap(phase: str) -> None:
     return None
 
@@ -247,7 +228,7 @@ def grpo_step(policy: ChatPolicy, batch_ex: list[ChatExample], reward_fn, cfg: C
              else train.seed_for(cfg.seed, step))
     score = dict(temperature=cfg.temperature, chunk_size=cfg.logp_chunk,
                  shared_prefix=cfg.shared_prefix)
-    with dropout_off(policy.model):  # departure 3: every pass scores one policy
+    with train.dropout_off(policy.model):  # departure 3: every pass scores one policy
         with torch.no_grad(), train.autocast(device, bf16):  # departure 4: one precision
             rollout = policy.generate(_encode(policy, batch_ex), N, cfg.max_new_tokens,
                                       cfg.temperature, cfg.top_p, top_k=cfg.top_k, seed=seeds,

@@ -21,8 +21,10 @@ Departures, numbered:
    invariant), so "the negative reward" of the paper is the negative *advantage* of a wrong draw.
 2. Dropout: the paper's code scores the policy in train mode (dropout, layerdrop on) and the
    reference and old policy in eval mode, so ratio and KL are not exactly 1 and 0 even before a
-   step. Here every GRPO forward (policy, reference, old policy) runs in eval mode: the ratio
-   and the KL then compare the same function. SFT trains in train mode, as the paper's code.
+   step. Here GRPO's policy runs with dropout and layerdrop at 0 (train.dropout_off, as TRL's
+   disable_dropout; train mode itself stays, so gradient checkpointing stays on) and the
+   reference and old policy in eval mode: the ratio and the KL compare one function. SFT keeps
+   its dropout, as the paper's code.
 3. The global torch RNG (dropout, layerdrop) is re-seeded from (run seed, step) at every step,
    so the same seed gives the same numbers and a resumed run continues exactly, with dropout on
    and nothing to save in a checkpoint.
@@ -36,6 +38,7 @@ Departures, numbered:
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -458,12 +461,14 @@ def finetune(cfg: ClassifierConfig, method: str, out: Path, train_set: AudioSet,
         torch.manual_seed(train.seed_for(cfg.seed, step, 3, dist.rank))
         if method == "grpo" and cfg.old_refresh > 1 and step % cfg.old_refresh == 0:
             old_model = frozen(model)  # pi_old <- pi_theta
-        model.train(method == "sft")  # departure 2: GRPO scores all three models in eval mode
+        model.train()
         everyone = plan(step)  # the global batch, the same on every rank
         positions = dist.shard(np.arange(len(everyone)))  # dist: this rank's share
         wav, lengths, labels = (t.to(device) for t in
                                 train_set.batch(everyone[positions], positions, cfg, step))
-        with train.autocast(device, bf16):
+        # departure 2: GRPO's policy without dropout, its reference and old policy in eval mode
+        quiet = train.dropout_off(model) if method == "grpo" else contextlib.nullcontext()
+        with train.autocast(device, bf16), quiet:
             if method == "sft":
                 loss, stats = sft_loss(net, wav, lengths, labels, cfg)
             else:

@@ -56,7 +56,7 @@ def test_meta_count_equals_the_bytes_of_a_real_classifier_step():
     # the same step for real on the CPU, counted by bench.py from the tensors' storages
     model = SSLClassifier.from_config(tiny_wav2vec2_config(), head=cfg.head)
     ref, old = (copy.deepcopy(model).requires_grad_(False) for _ in range(2))
-    wav, gen = torch.randn(2, 8000), torch.Generator().manual_seed(0)
+    wav, gen = torch.randn(2, 8000), [torch.Generator().manual_seed(b) for b in range(2)]
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss, _ = grpo_step_loss(model, wav, None, torch.tensor([0, 1]), cfg, gen, ref, old)
     loss.backward()

@@ -23,7 +23,7 @@ from train_chat import ChatExample, grpo_stage
 def quick_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("fas")
     cfg = fx.FasConfig(out_dir=str(root / "out"), corpus_root=str(root / "corpus"),
-                       standin_root=str(root / "standin"), quick=True, device="cpu")
+                       standin_root=str(root / "standin"), quick=True, device="cpu", **fx.QUICK)
     fx.run_experiment(cfg)
     return root / "out_quick" / "seed0"                    # quick runs get their own out_dir
 
@@ -209,9 +209,9 @@ def test_lora_run_saves_the_chosen_adapter_that_reproduces_the_predictions(tmp_p
     """The real recipe's path on the tiny model: LoRA on the saved stand-in base, segments
     resumed from `last`, the reference = adapters off. Loading out/best afresh (peft layout,
     base named inside) must give exactly the saved test predictions of the chosen checkpoint."""
-    cfg = fx.FasConfig(out_dir=str(tmp_path / "out"), corpus_root=str(tmp_path / "corpus"),
-                       standin_root=str(tmp_path / "standin"), quick=True, device="cpu",
-                       lora_r=4, lr=1e-2, methods=["grpo"],
+    cfg = fx.FasConfig(**{**fx.QUICK, "lr": 1e-2}, out_dir=str(tmp_path / "out"),
+                       corpus_root=str(tmp_path / "corpus"), quick=True, device="cpu",
+                       standin_root=str(tmp_path / "standin"), lora_r=4, methods=["grpo"],
                        protocols={"surf_to_siwmv2": ["surf_like", "siwmv2_like"]},
                        ablation_protocols=[])
     fx.run_experiment(cfg)

@@ -3,6 +3,7 @@ independent checks: grounding spans and sentences, the exact targets and their t
 rubric judge by hand, the LLM judge on a tiny random LM, the skeptic filter, manifest errors,
 a GRPO step, the KL to the GRPO start point (0 at the first step; the naive reference's KL
 recomputed apart), the LoRA / LLM-judge path on saved tiny folders, and the quick miniature."""
+import dataclasses
 import json
 import re
 
@@ -18,7 +19,7 @@ from hir_data import (
     hard_label_target, make_examples, parse_hard_label, perturb_span, read_hir_manifest,
     split_records, synthetic_manifest,
 )
-from hir_experiment import HirConfig, make_reward_fn, run_experiment, skeptic_keep
+from hir_experiment import QUICK, HirConfig, make_reward_fn, run_experiment, skeptic_keep
 from judge import JudgeScore, LLMJudge, RubricJudge, make_judge, score_from_reply
 from lora import lora_modules, stack_adapter
 from rewards import HIR_WEIGHTS, hir_format_reward, hir_reward, parse_hir
@@ -316,7 +317,8 @@ def test_grpo_from_an_sft_adapter_starts_at_kl_zero(tmp_path):
     policy, base = (ChatPolicy.from_pretrained(str(tmp_path / f), "audio") for f in ("sft", "base"))
     batch_ex = [exs[i] for i in train.batch_indices(2, 2, cfg.seed, 0)]
     batch = policy.encode_prompts([e.media for e in batch_ex], [e.question for e in batch_ex])
-    r = policy.generate(batch, 3, 12, cfg.temperature, cfg.top_p, seed=train.seed_for(cfg.seed, 0))
+    seeds = [train.seed_for(cfg.seed, 0, p) for p in range(2)]  # one per prompt, as grpo_step
+    r = policy.generate(batch, 3, 12, cfg.temperature, cfg.top_p, seed=seeds)
     d = base.completion_logps(r, cfg.temperature, 8, False) - policy.completion_logps(
         r, cfg.temperature, 8, False)
     mask = r.completion_mask.double()
@@ -338,7 +340,7 @@ def test_quick_experiment_end_to_end(tmp_path, corpus, capsys):
                     stages=["hl_sft", "hl2_sft", "cot_sft", "cot_ground_sft", "grpo"],
                     skeptic=True, loss_type="reinforce", baseline=dict(steps=2),
                     reward_weights=dict(correctness=0.6, format=0.1, judge=0.3))
-    summary = run_experiment(cfg)
+    summary = run_experiment(dataclasses.replace(cfg, **QUICK))  # what train.main does
     printed = capsys.readouterr().out
     assert not (tmp_path / "run").exists()  # --quick writes to its own folder
     run = tmp_path / "run_quick"
