@@ -65,9 +65,10 @@ GRPO_METHODS = {"grpo": {}, "grpo_wo_cls": dict(use_cls=False),
                 "grpo_wo_res": dict(use_res=False), "grpo_wo_format": dict(use_format=False)}
 METHODS = ("zero_shot", "sft", *GRPO_METHODS)
 # --quick: the same pipeline at toy size, under a minute on 2 CPU cores (a test runs it).
-QUICK = dict(n_per_domain=48, image_size=56, tower_steps=30, tower_batch=16, standin_steps=30,
-             standin_lr=3e-3, sft_steps=2, grpo_steps=2, eval_every=1, batch_size=4,
-             num_generations=2, max_new_tokens=32, eval_batch_size=48)
+QUICK = dict(n_per_domain={"source": 48, "target": 48}, image_size=56, tower_steps=30,
+             tower_batch=16, standin_steps=30, standin_lr=3e-3, sft_steps=2, grpo_steps=2,
+             eval_every=1, batch_size=4, num_generations=2, max_new_tokens=32,
+             eval_batch_size=48)
 
 
 @dataclass
