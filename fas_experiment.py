@@ -16,7 +16,7 @@ A protocol is (source domain, target domain). Models are trained once per source
 each of its targets, so the four protocols cost two trainings per method. `num_generations`
 (N, Fig. 5) and `data_fraction` (Fig. 4) are options. With `manifest` set, the same code runs on
 real data (a CSV with path,label,attack,domain,split); otherwise synth_faces.py builds a corpus.
-Seeds: `seeds` runs seed, seed + 1, ...; a run folder's results.json, tables.md and figures/
+Seeds: `seeds` runs seed, seed + 1, ... (`workers` of them side by side); a run folder's results.json, tables.md and figures/
 summarize every seed of its set-up (fas_report.py, plots.py), and the run ends on one line.
 
 Departures from the paper (it publishes no code), numbered:
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,7 @@ import plots
 from eval import frr_far_hter, per_attack_error_rates
 from fas_data import PROMPT, manifest_splits, pick, sft_targets, subsample
 from fas_report import group_hter, summarize, summary_line, tables
-from fas_standin import build_standin
+from fas_standin import build_standin, pool_splits
 from rewards import fas_reward, parse_answer
 from synth_faces import DEFAULT_N, PROTOCOLS, make_face_corpora
 from train import option, write_report
@@ -82,6 +83,7 @@ class FasConfig(ChatConfig):
     ablation_protocols: list = option(["cefa_to_hqwmca"], "reward-ablation protocols (Table 3)")
     methods: list = option(list(METHODS), f"any of {', '.join(METHODS)}")
     seeds: int = option(1, "run this many seeds, seed, seed+1, ..., and report mean ± std")
+    workers: int = option(1, "processes running the seeds side by side (one thread each)")
     batch_size: int = option(6, "rows per optimizer step, as TRL counts them: SFT examples; "
                                 "GRPO completions, i.e. batch_size / N prompts (departure 8)")
     corpus_root: str = option("runs/face_corpus", "synthetic corpus and pool folder (built once)")
@@ -298,9 +300,22 @@ def run_seed(cfg: FasConfig) -> dict:
 
 def same_setup(a: dict, b: dict) -> bool:
     """Two runs' configs agree on everything but the seed (and where/how they ran)."""
-    skip = ("seed", "seeds", "resume", "device")
+    skip = ("seed", "seeds", "workers", "resume", "device")
     return {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items()
                                                              if k not in skip}
+
+
+def one_seed(cfg: FasConfig) -> None:
+    report = run_seed(cfg)
+    write_report(Path(cfg.out_dir) / f"seed{cfg.seed}",
+                 f"\nseed {cfg.seed}: {report['seconds']} s\n" + tables(report["results"]))
+
+
+def _seed_worker(cfg: FasConfig) -> None:
+    """One seed in a worker process (no progress bars interleaving)."""
+    os.environ["TQDM_DISABLE"] = "1"
+    torch.set_num_threads(1)
+    one_seed(cfg)
 
 
 def run_experiment(cfg: FasConfig) -> dict:
@@ -308,10 +323,19 @@ def run_experiment(cfg: FasConfig) -> dict:
     seeds of this set-up in out_dir (results.json, tables.md, figures/) and end on one line."""
     if cfg.quick:  # its own out_dir: a quick run never replaces a full run's results
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir + "_quick")  # sizes: train.main
-    for seed in range(cfg.seed, cfg.seed + cfg.seeds):
-        report = run_seed(dataclasses.replace(cfg, seed=seed))
-        write_report(Path(cfg.out_dir) / f"seed{seed}",
-                     f"\nseed {seed}: {report['seconds']} s\n" + tables(report["results"]))
+    seeds = [dataclasses.replace(cfg, seed=s) for s in range(cfg.seed, cfg.seed + cfg.seeds)]
+    if cfg.workers > 1 and len(seeds) > 1:
+        load_splits(cfg)          # the corpus and the stand-in's pool are shared: built first,
+        if cfg.model == "tiny":   # once, then read by every worker
+            pool_splits(cfg)
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(min(cfg.workers, len(seeds)),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
+            list(pool.map(_seed_worker, seeds))
+    else:
+        for seed_cfg in seeds:
+            one_seed(seed_cfg)
     # Separate runs (--seed 0, --seed 1, ...) of one set-up land in one summary.
     paths = sorted(Path(cfg.out_dir).glob("seed*/results.json"))
     reports = [json.loads(p.read_text()) for p in paths]

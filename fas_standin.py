@@ -218,6 +218,17 @@ def pretrained_tower(cfg, policy, train_ex: list, dev_ex: list) -> dict:
     return report
 
 
+def pool_root(cfg) -> Path:
+    return Path(cfg.corpus_root) / ("pool_quick" if cfg.quick else "pool")
+
+
+def pool_splits(cfg) -> dict:
+    """The stand-in's pool, built once under corpus_root and shared by every seed."""
+    index = make_face_pool(pool_root(cfg), cfg.corpus_seed, cfg.image_size,
+                           QUICK_POOL_N if cfg.quick else cfg.pool_n)
+    return manifest_splits(pool_root(cfg) / index["manifest"])
+
+
 def build_standin(cfg) -> Path:
     """The stand-in's model folder: reused when `standin.json` of its STANDIN_FIELDS key
     exists (it is written last), else built from the pool by the two stages of the module
@@ -226,10 +237,7 @@ def build_standin(cfg) -> Path:
     if (folder / "standin.json").exists():
         return folder / "model"
     t0 = time.time()
-    pool_root = Path(cfg.corpus_root) / ("pool_quick" if cfg.quick else "pool")
-    index = make_face_pool(pool_root, cfg.corpus_seed, cfg.image_size,
-                           QUICK_POOL_N if cfg.quick else cfg.pool_n)
-    splits = manifest_splits(pool_root / index["manifest"])
+    splits = pool_splits(cfg)
     train_ex, dev_ex = pick(splits, POOL, "train"), pick(splits, POOL, "dev")
     policy = load_policy(cfg, "tiny", "image")
     tower = pretrained_tower(cfg, policy, train_ex, dev_ex)
@@ -239,7 +247,7 @@ def build_standin(cfg) -> Path:
     preds = [parse_answer(t) for t in generate_answers(policy, dev_ex, cfg)]
     rates = frr_far_hter(preds, [ex.label for ex in dev_ex])
     policy.save(folder / "model")
-    report = dict(key={k: getattr(cfg, k) for k in STANDIN_FIELDS}, pool=str(pool_root),
+    report = dict(key={k: getattr(cfg, k) for k in STANDIN_FIELDS}, pool=str(pool_root(cfg)),
                   tower=tower, vlm_dev=dict(hter=rates.hter, frr=rates.frr, far=rates.far),
                   seconds=round(time.time() - t0, 1))
     (folder / "standin.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -279,3 +279,18 @@ def test_seeds_counts_from_seed_and_the_run_ends_on_a_summary_line(tmp_path, mon
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "sft/surf_like 15.0 % @ step 3/4" in last and str(tmp_path / "out") in last
     assert drawn == [tmp_path / "out"] or fx.plots.pyplot() is None
+
+
+def test_seeds_in_worker_processes_give_the_results_of_one_process(quick_run):
+    """--workers 2: each seed runs in its own process on the shared corpus and pool; seed 0's
+    numbers equal those of the fixture's single-process run, and both seeds are summarized."""
+    root = quick_run.parent.parent
+    cfg = fx.FasConfig(out_dir=str(root / "parallel"), corpus_root=str(root / "corpus"),
+                       standin_root=str(root / "standin"), quick=True, device="cpu",
+                       seeds=2, workers=2, **fx.QUICK)
+    fx.run_experiment(cfg)
+    out = root / "parallel_quick"
+    one = json.loads((quick_run / "results.json").read_text())["results"]
+    two = json.loads((out / "seed0" / "results.json").read_text())["results"]
+    assert two == one
+    assert json.loads((out / "results.json").read_text())["seeds"] == [0, 1]
