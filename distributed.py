@@ -121,11 +121,25 @@ class Dist:
             self.barrier()
 
 
+_ALONE = [False]
+
+
+@contextmanager
+def alone():
+    """Inside the block setup() answers the one-process Dist: what rank 0 builds by itself for
+    the others (a stand-in model, under main_first) trains without collectives."""
+    _ALONE[0] = True
+    try:
+        yield
+    finally:
+        _ALONE[0] = False
+
+
 def setup() -> Dist:
     """Join the process group torchrun describes in the environment (idempotent), or return
-    the one-process Dist when there is none."""
+    the one-process Dist when there is none (or inside `alone`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
+    if world == 1 or _ALONE[0]:
         return Dist()
     if not td.is_initialized():
         cuda = torch.cuda.is_available()

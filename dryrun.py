@@ -18,7 +18,7 @@ classes). Notes, numbered:
    CPU scalars, not device memory, and are left out); reference / old-policy copies are
    `copy.deepcopy` of the policy, made by the loops' rules; the LoRA adapters are the project's
    own `lora.apply_lora` on the meta model; the HIR recipe's LLM judge is built and counted too.
-3. Activations are not counted: the scoring-pass rows of the chat recipes are the README's
+3. Activations are not counted: the scoring-pass rows of the chat recipes are docs/face.md's
    arithmetic with the sizes read from the built config and the recipe (R = B*N rows, P prompt
    tokens, T = max_new_tokens, c = logp_chunk). P = media tokens (chat.image_token_count at
    max_pixels, chat.audio_token_count at max_audio_seconds) + an estimate of the text tokens
@@ -63,7 +63,7 @@ from train_classifier import grpo_step_loss, label_generators
 
 RECIPES = ("configs/classifier_xlsr2b_dfe24.json", "configs/fas_qwen25vl7b.json",
            "configs/hir_qwen2audio7b.json")
-GB, GIB = 1e9, 2**30  # memory tables in GB (as the README), resident memory in GiB (as free -g)
+GB, GIB = 1e9, 2**30  # memory tables in GB (as docs/face.md), resident memory in GiB (as free -g)
 
 # ----------------------------------------------------------------------------- counting
 
@@ -169,7 +169,7 @@ def prompt_tokens(route: str, cfg, config) -> int:
 
 
 def scoring_rows(route: str, cfg, state_bytes: int) -> list:
-    """The README's arithmetic for sampling and scoring, sizes from the config (note 3)."""
+    """docs/face.md's arithmetic for sampling and scoring, sizes from the config (note 3)."""
     config = published_config(cfg.model)
     tc = config.text_config
     L, H, V = tc.num_hidden_layers, tc.hidden_size, tc.vocab_size
@@ -188,8 +188,8 @@ def scoring_rows(route: str, cfg, state_bytes: int) -> list:
             ("sampling", "peak while sampling: state + KV cache", state_bytes + kv)]
 
 
-# The README's estimates before this dry run ("What fits in 80 GB", face route), in GB.
-README_GB = {"fas_qwen25vl7b.json": {
+# docs/face.md's estimates before this dry run ("What fits in 80 GB"), in GB.
+ESTIMATE_GB = {"fas_qwen25vl7b.json": {
     "weights": "16.6", "lora": "2.6", "kv": "2.8", "inputs": "9.8", "logsm": "22.4",
     "chunk": "~10 (+ a layer)", "scoring": "≈ 61", "sampling": "≈ 22"}}
 
@@ -199,15 +199,15 @@ def memory_table(path: str) -> tuple[str, dict]:
     rows = training_state(route, cfg)
     if route != "classifier":
         rows += scoring_rows(route, cfg, rows[-1][2])
-    readme = README_GB.get(Path(path).name, {})
+    estimate = ESTIMATE_GB.get(Path(path).name, {})
     how = dict(kv="formula", inputs="formula", logsm="formula", chunk="formula",
                scoring="sum", sampling="sum")
     head = (f"{path}: {cfg.model}, N = {cfg.num_generations}, beta = {cfg.beta}"
             + (f", old policy every {cfg.old_refresh} steps" if route == "classifier" else
                f", LoRA r = {cfg.lora_r}, mu = {cfg.mu}"))
-    table = format_table(["item", "how", "GB", "README GB"],
+    table = format_table(["item", "how", "GB", "estimate GB"],
                          [[label, how.get(key, "counted"), f"{b / GB:.2f}",
-                           readme.get(key, "")] for key, label, b in rows])
+                           estimate.get(key, "")] for key, label, b in rows])
     return f"{head}\n{table}", {label: b for _, label, b in rows}
 
 

@@ -16,8 +16,9 @@ A protocol is (source domain, target domain). Models are trained once per source
 each of its targets, so the four protocols cost two trainings per method. `num_generations`
 (N, Fig. 5) and `data_fraction` (Fig. 4) are options. With `manifest` set, the same code runs on
 real data (a CSV with path,label,attack,domain,split); otherwise synth_faces.py builds a corpus.
-Seeds: `seeds` runs seed, seed + 1, ... (`workers` of them side by side); a run folder's results.json, tables.md and figures/
-summarize every seed of its set-up (fas_report.py, plots.py), and the run ends on one line.
+Seeds: `seeds` runs seed, seed + 1, ... (`workers` of them side by side); a run folder's
+results.json, tables.md and figures/ summarize every seed of its set-up (fas_report.py,
+plots.py), and the run ends on one line.
 
 Departures from the paper (it publishes no code), numbered:
 1. Task prompt: the text of its Fig. 2 is not in our copy; PROMPT is the R1-style wording.
@@ -51,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import distributed
 import plots
 from eval import frr_far_hter, per_attack_error_rates
 from fas_data import PROMPT, manifest_splits, pick, sft_targets, subsample
@@ -124,8 +126,9 @@ def load_splits(cfg: FasConfig) -> dict:
     manifest = cfg.manifest
     if not manifest:
         root = Path(cfg.corpus_root) / ("quick" if cfg.quick else "full")
-        index = make_face_corpora(root, cfg.corpus_seed, cfg.image_size, cfg.n_per_domain,
-                                  quick=cfg.quick)
+        with distributed.setup().main_first():  # dist: rank 0 builds, the others read
+            index = make_face_corpora(root, cfg.corpus_seed, cfg.image_size, cfg.n_per_domain,
+                                      quick=cfg.quick)
         manifest = root / index["manifest"]
     return manifest_splits(manifest, cfg.prompt)
 
@@ -174,7 +177,10 @@ def load(cfg: FasConfig, source: str, lora: bool = False):
 
 def base_model(cfg: FasConfig) -> str:
     """The model every method starts from: the hub model itself, or (tiny) the stand-in."""
-    return cfg.model if cfg.model != "tiny" else str(build_standin(cfg))
+    if cfg.model != "tiny":
+        return cfg.model
+    with distributed.setup().main_first(), distributed.alone():  # dist: rank 0 builds it alone
+        return str(build_standin(cfg))
 
 
 def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex: list,
@@ -199,6 +205,7 @@ def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex:
         reference = (policy.frozen_copy() if cfg.beta > 0 and cfg.lora_r == 0 else None)
     params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
     best, best_state, history = None, None, []
+    is_main = distributed.setup().is_main
 
     def score(step):
         dev, _ = evaluate(policy, dev_ex, cfg)
@@ -219,8 +226,10 @@ def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex:
         if best is None or row["dev_hter"] < best["dev_hter"]:
             best = row
             best_state = {n: p.detach().clone() for n, p in params.items()}
-            policy.save(out / "best")
-    (out / "dev.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+            if is_main:  # dist: every rank scores the dev set alike; rank 0 writes
+                policy.save(out / "best")
+    if is_main:
+        (out / "dev.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(best_state[n])
@@ -259,6 +268,7 @@ def run_seed(cfg: FasConfig) -> dict:
               for src in sources}
     base = base_model(cfg)
     results = {name: {} for name in cfg.protocols}
+    is_main = distributed.setup().is_main  # dist: every rank evaluates alike; rank 0 writes
     for method in cfg.methods:
         # zero-shot is one model for all protocols; a trained method is one model per source
         for src in [None] if method == "zero_shot" else sources:
@@ -287,12 +297,15 @@ def run_seed(cfg: FasConfig) -> dict:
                 # In-domain HTER (source test set): did it learn, or did it not transfer?
                 extra = {"source_hter": tested[source][0]["hter"]} if source in tested else {}
                 results[proto][method] = {**metrics, **chosen, **extra}
+                if not is_main:
+                    continue
                 path = out / "predictions" / proto / f"{method}.jsonl"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = dict(route="fas", seed=cfg.seed, seconds=round(time.time() - t0, 1),
                   config=dataclasses.asdict(cfg), results=results)
-    (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
+    if is_main:
+        (out / "results.json").write_text(json.dumps(report, indent=1) + "\n")
     return report
 
 
@@ -307,8 +320,9 @@ def same_setup(a: dict, b: dict) -> bool:
 
 def one_seed(cfg: FasConfig) -> None:
     report = run_seed(cfg)
-    write_report(Path(cfg.out_dir) / f"seed{cfg.seed}",
-                 f"\nseed {cfg.seed}: {report['seconds']} s\n" + tables(report["results"]))
+    if distributed.setup().is_main:
+        write_report(Path(cfg.out_dir) / f"seed{cfg.seed}",
+                     f"\nseed {cfg.seed}: {report['seconds']} s\n" + tables(report["results"]))
 
 
 def _seed_worker(cfg: FasConfig) -> None:
@@ -324,6 +338,10 @@ def run_experiment(cfg: FasConfig) -> dict:
     if cfg.quick:  # its own out_dir: a quick run never replaces a full run's results
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir + "_quick")  # sizes: train.main
     seeds = [dataclasses.replace(cfg, seed=s) for s in range(cfg.seed, cfg.seed + cfg.seeds)]
+    dist = distributed.setup()
+    if cfg.workers > 1 and dist.world > 1:
+        raise ValueError("workers > 1 under torchrun: pass --workers 1 (torchrun splits every "
+                         "step's batch over its processes; each process runs every seed)")
     if cfg.workers > 1 and len(seeds) > 1:
         load_splits(cfg)          # the corpus and the stand-in's pool are shared: built first,
         if cfg.model == "tiny":   # once, then read by every worker
@@ -336,6 +354,8 @@ def run_experiment(cfg: FasConfig) -> dict:
     else:
         for seed_cfg in seeds:
             one_seed(seed_cfg)
+    if not dist.is_main:  # dist: rank 0 alone summarizes
+        return {}
     # Separate runs (--seed 0, --seed 1, ...) of one set-up land in one summary.
     paths = sorted(Path(cfg.out_dir).glob("seed*/results.json"))
     reports = [json.loads(p.read_text()) for p in paths]

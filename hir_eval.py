@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import distributed
 import train
 from eval import accuracy, balanced_accuracy, f1_score, malformed_share, mean_jaccard
 from hir_data import GROUNDING_CLAIM, hard_label_target, parse_hard_label
@@ -164,7 +165,7 @@ def evaluate(policy, examples: list, task: str, cfg, judge, out_file: Path | Non
     if reasoning and judge is not None:
         m.update(reasoning_metrics(texts, judge_runs(judge, texts, examples, cfg.judge_runs,
                                                      cfg.judge_temperature, cfg.seed)))
-    if out_file is not None:
+    if out_file is not None and distributed.setup().is_main:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         with open(out_file, "w") as f:
             f.writelines(json.dumps(dict(path=ex.meta["path"], label=ex.label, completion=t,
@@ -189,6 +190,9 @@ class Validator:
         key = (m["bacc"], -m["answer_nll"])
         if self.best is None or key > self.best:
             self.best, self.best_step = key, step
-            train.save_checkpoint(self.out / "best", self.policy.save, {"step": step, **m})
+            dist = distributed.setup()  # dist: every rank scores alike; rank 0 saves, then all
+            if dist.is_main:            # go on (a later stage loads best/ on every rank)
+                train.save_checkpoint(self.out / "best", self.policy.save, {"step": step, **m})
+            dist.barrier()
         keep = ("acc", "bacc", "auc", "answer_nll", "malformed", "jaccard")
         return {f"val_{k}": m[k] for k in keep if k in m} | {"prior_entropy": self.prior_entropy}

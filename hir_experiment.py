@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import distributed
 import train
 from train import option
 from audio_pretrain import pretrained_audio
@@ -217,13 +218,16 @@ def run_seed(cfg: HirConfig, splits: dict, judge) -> dict:
     sft_cfg = dataclasses.replace(cfg, lr=cfg.sft_lr, batch_size=cfg.sft_batch_size,
                                   warmup_steps=cfg.sft_warmup_steps, lr_floor=cfg.sft_lr_floor)
     results, folders = {}, {"base": cfg.model}
+    dist = distributed.setup()
     if cfg.audio_pretrain_steps:
-        acc = pretrained_audio(policy, pretraining_clips(cfg.corpus_root),
-                               cfg.audio_pretrain_steps, cfg.audio_pretrain_lr,
-                               cfg.audio_pretrain_batch_size, cfg.seed, limit,
-                               out / "audio_pretrain")
+        with dist.main_first(), distributed.alone():  # dist: rank 0 trains, the others load
+            acc = pretrained_audio(policy, pretraining_clips(cfg.corpus_root),
+                                   cfg.audio_pretrain_steps, cfg.audio_pretrain_lr,
+                                   cfg.audio_pretrain_batch_size, cfg.seed, limit,
+                                   out / "audio_pretrain")
+            if dist.is_main:
+                policy.save(out / "audio_pretrain" / "model")
         results[PRETRAIN_ROW] = {"train": dict(acc=100 * acc)}
-        policy.save(out / "audio_pretrain" / "model")
         folders["base"] = str(out / "audio_pretrain" / "model")
     if cfg.format_steps:
         rng = np.random.default_rng([cfg.seed, 1])
@@ -301,9 +305,12 @@ def aasist_baseline(cfg: HirConfig, splits: dict, datasets: list, out: Path) -> 
                           ("val", [r for d in datasets for r in splits[d, "val"]])] + [
             (d, splits[d, "test"]) for d in TESTS if d != "r" and splits[d, "test"]]:
         path = out / "manifests" / f"{name}.csv"  # the records as data.read_manifest CSVs
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            csv.writer(f).writerows([("path", "label")] + [(r["path"], r["label"]) for r in records])
+        with distributed.setup().main_first():  # dist: rank 0 writes, the others read
+            if distributed.setup().is_main:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerows([("path", "label")]
+                                            + [(r["path"], r["label"]) for r in records])
         sets[name] = AudioSet(dict(kind="manifest", path=str(path), name=name), SAMPLE_RATE,
                               cache=False)
     ccfg = ClassifierConfig(**{**dict(head="aasist", seed=cfg.seed, device=cfg.device,
@@ -356,10 +363,15 @@ def run_experiment(cfg: HirConfig) -> dict:
         cfg = dataclasses.replace(cfg, out_dir=cfg.out_dir + "_quick",  # sizes: train.main
                                   corpus_root=cfg.corpus_root + "_quick")
     _check(cfg)
+    dist = distributed.setup()
+    if cfg.workers > 1 and cfg.seeds > 1 and dist.world > 1:
+        raise ValueError("workers > 1 under torchrun: pass --workers 1 (torchrun splits every "
+                         "step's batch over its processes; each process runs every seed)")
     if cfg.manifest:
         records = read_hir_manifest(cfg.manifest)
     else:
-        records = read_hir_manifest(synthetic_manifest(cfg.corpus_root, cfg.corpus_size))
+        with dist.main_first():  # dist: rank 0 builds the corpus, the others read it
+            records = read_hir_manifest(synthetic_manifest(cfg.corpus_root, cfg.corpus_size))
     splits = split_records(records, cfg.resplit)
     seeds = [dataclasses.replace(cfg, seed=cfg.seed + k) for k in range(cfg.seeds)]
     if cfg.workers > 1 and cfg.seeds > 1:
@@ -372,4 +384,4 @@ def run_experiment(cfg: HirConfig) -> dict:
         judge = make_judge(cfg.judge, cfg.judge_model, train.pick_device(cfg.device),
                            cfg.dtype or None, batch_size=cfg.judge_batch_size)
         per_seed = [run_seed(c, splits, judge) for c in seeds]
-    return report(cfg, per_seed, splits)
+    return report(cfg, per_seed, splits) if dist.is_main else {}  # dist: rank 0 reports

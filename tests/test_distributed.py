@@ -144,3 +144,59 @@ def test_torchrun_runs_the_classifier_route(tmp_path):
     assert out.stdout.count("EER (%)") == 1  # one table: rank 0's
     results = (tmp_path / "run_quick" / "results.json").read_text()
     assert '"route": "classifier"' in results
+
+
+def one_and_two_processes(tmp_path, args: list, table: str) -> dict:
+    """`python train.py ARGS` and `torchrun --nproc_per_node=2 train.py ARGS`, each into its
+    own out_dir (the --quick folder); each printed one table; -> {one, two: path of the run}."""
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parent.parent
+    torchrun = Path(sys.executable).with_name("torchrun")
+    runs = {}
+    for name, launcher in [("one", [sys.executable]),
+                           ("two", [str(torchrun), "--nproc_per_node=2",
+                                    "--master_port", str(_free_port())])]:
+        out = subprocess.run(launcher + ["train.py", "--quick", "--workers", "1", *args,
+                                         "--out_dir", str(tmp_path / name)],
+                             cwd=root, capture_output=True, text=True, timeout=600,
+                             env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        assert out.stdout.count(table) == 1  # one table: rank 0's
+        runs[name] = tmp_path / f"{name}_quick"
+    return runs
+
+
+def test_torchrun_runs_the_face_route_as_one_process_does(tmp_path):
+    """The face route under torchrun: rank 0 builds the corpus and the stand-in alone, the two
+    processes split each step's batch, rank 0 alone writes; the error rates equal those of one
+    process running the same global batches."""
+    import json
+    runs = one_and_two_processes(tmp_path, ["--route", "fas",
+                                            "--corpus_root", str(tmp_path / "corpus"),
+                                            "--standin_root", str(tmp_path / "standin")],
+                                 "Target test sets")
+    one, two = (json.loads((runs[k] / "seed0" / "results.json").read_text())["results"]
+                for k in ("one", "two"))
+    for proto, by_method in one.items():
+        for method, r in by_method.items():
+            got = two[proto][method]
+            assert {k: got[k] for k in ("frr", "far", "hter")} == pytest.approx(
+                {k: r[k] for k in ("frr", "far", "hter")}), (proto, method)
+
+
+def test_torchrun_runs_the_hir_route_as_one_process_does(tmp_path):
+    """The HIR route under torchrun: rank 0 builds the corpus and pre-trains the audio encoder
+    alone, every stage (and the AASIST baseline, by DDP) splits its batches, rank 0 alone saves
+    and writes; every table row equals one process's."""
+    import json
+    runs = one_and_two_processes(tmp_path, ["--route", "hir",
+                                            "--corpus_root", str(tmp_path / "corpus")],
+                                 "HIR-SDD (CPU miniature")
+    one, two = (json.loads((runs[k] / "results.json").read_text())["per_seed"]
+                for k in ("one", "two"))
+    for row, by_test in one[0].items():
+        for test, m in by_test.items():
+            for k in ("acc", "bacc", "jaccard"):
+                if k in m:
+                    assert two[0][row][test][k] == pytest.approx(m[k]), (row, test, k)
