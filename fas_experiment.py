@@ -54,6 +54,7 @@ import torch
 
 import distributed
 import plots
+from data import check_files, load_image
 from eval import frr_far_hter, per_attack_error_rates
 from fas_data import PROMPT, manifest_splits, pick, sft_targets, subsample
 from fas_report import group_hter, summarize, summary_line, tables
@@ -122,15 +123,27 @@ class FasConfig(ChatConfig):
 # ----------------------------------------------------------------------------- data
 
 def load_splits(cfg: FasConfig) -> dict:
-    """(domain, split) -> [ChatExample] from the manifest (or the synthetic corpus it builds)."""
+    """(domain, split) -> [ChatExample] from the manifest (or the synthetic corpus it builds).
+    A manifest of yours is checked before any training: every protocol's source has train and
+    dev images and its target test images, and every image of them reads."""
     manifest = cfg.manifest
-    if not manifest:
-        root = Path(cfg.corpus_root) / ("quick" if cfg.quick else "full")
-        with distributed.setup().main_first():  # dist: rank 0 builds, the others read
-            index = make_face_corpora(root, cfg.corpus_seed, cfg.image_size, cfg.n_per_domain,
-                                      quick=cfg.quick)
-        manifest = root / index["manifest"]
-    return manifest_splits(manifest, cfg.prompt)
+    if manifest:
+        splits = manifest_splits(manifest, cfg.prompt)
+        need = {(d, sp) for src, tgt in cfg.protocols.values()
+                for d, sp in ((src, "train"), (src, "dev"), (tgt, "test"))}
+        missing = sorted(f"{d}/{sp}" for d, sp in need if (d, sp) not in splits)
+        if missing:
+            raise ValueError(f"{manifest}: the protocols need images of {missing} (domain/split); "
+                             f"it has {sorted(f'{d}/{sp}' for d, sp in splits)}")
+        used = [ex.media for key in sorted(need | {(s, "test") for s, _ in cfg.protocols.values()})
+                for ex in splits.get(key, [])]
+        check_files(used, load_image, what="image")
+        return splits
+    root = Path(cfg.corpus_root) / ("quick" if cfg.quick else "full")
+    with distributed.setup().main_first():  # dist: rank 0 builds, the others read
+        index = make_face_corpora(root, cfg.corpus_seed, cfg.image_size, cfg.n_per_domain,
+                                  quick=cfg.quick)
+    return manifest_splits(root / index["manifest"], cfg.prompt)
 
 
 # ----------------------------------------------------------------------------- rewards & metrics

@@ -174,6 +174,10 @@ def _checkpoint(policy, out, opt, sched, step, kind, cfg, dist):
 def _share(examples, cfg: ChatConfig, step: int, dist: distributed.Dist):
     """This rank's examples of the step's global batch, and their positions in it."""
     everyone = train.batch_indices(len(examples), cfg.batch_size, cfg.seed, step)
+    if len(everyone) < dist.world:
+        raise ValueError(f"step {step}: {len(everyone)} example(s) per step cannot be shared by "
+                         f"{dist.world} processes; raise batch_size (GRPO in the face route "
+                         f"counts it in completions, N per prompt)")
     positions = dist.shard(list(range(len(everyone))))
     return [examples[everyone[i]] for i in positions], positions
 

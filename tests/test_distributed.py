@@ -85,6 +85,14 @@ def test_shares_of_uneven_batches():
     assert torch.equal(distributed.Dist().shard(x), x) and distributed.Dist().weight_of(3) == 1
 
 
+def test_a_step_with_fewer_examples_than_processes_is_refused():
+    from train_chat import ChatConfig, _share
+    cfg = ChatConfig(batch_size=1)
+    with pytest.raises(ValueError, match="step 3: 1 example.*shared by 2 processes"):
+        _share(list(range(10)), cfg, 3, distributed.Dist(0, 2))
+    assert _share(list(range(10)), ChatConfig(batch_size=2), 3, distributed.Dist(1, 2))[1] == [1]
+
+
 def _length_reward(texts, examples, lengths):
     """A reward any tiny model's completions spread over: 1 when the length is even."""
     return torch.tensor([float(len(t) % 2 == 0) for t in texts]), {}

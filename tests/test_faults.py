@@ -318,6 +318,29 @@ def test_bad_images_are_named_before_training_or_counted(tmp_path):
         assert data.check_files(paths, data.load_image, skip=True, what="image") == paths[:1]
 
 
+def test_a_face_manifest_is_checked_against_the_protocols_and_read_before_training(tmp_path):
+    """A domain/split a protocol needs but the manifest lacks, then a truncated image: both are
+    named by load_splits, before any model is built."""
+    import fas_experiment as fx
+    from PIL import Image
+    keys = [(d, sp, lab, att) for d, sp in [("a", "train"), ("a", "dev"), ("b", "test")]
+            for lab, att in [("real", "none"), ("fake", "print")]]
+    for i in range(len(keys)):
+        Image.new("RGB", (32, 32), (10, 20 * i, 30)).save(tmp_path / f"{i}.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "0.png").read_bytes()[:40])
+    rows = ["path,label,attack,domain,split"] + [f"{i}.png,{lab},{att},{d},{sp}"
+                                                 for i, (d, sp, lab, att) in enumerate(keys)]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    cfg = fx.FasConfig(manifest=str(tmp_path / "m.csv"), protocols={"a_to_c": ["a", "c"]})
+    with pytest.raises(ValueError, match=r"m\.csv: the protocols need images of \['c/test'\]"):
+        fx.load_splits(cfg)
+    cfg = fx.FasConfig(manifest=str(tmp_path / "m.csv"), protocols={"a_to_b": ["a", "b"]})
+    assert len(fx.load_splits(cfg)[("b", "test")]) == 2
+    (tmp_path / "m.csv").write_text("\n".join(rows + ["cut.png,fake,print,b,test"]) + "\n")
+    with pytest.raises(ValueError, match=r"cannot read image .*cut\.png"):
+        fx.load_splits(cfg)
+
+
 # ----------------------------------------------------------------------------- peft adapters
 
 @pytest.mark.parametrize("field, value", [
