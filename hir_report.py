@@ -65,9 +65,8 @@ def _table(summary, rows, test, keys, seeds, extra=None):
     return format_table(headers, body)
 
 
-def tables(summary: dict, seeds: int, sizes: dict, miniature: bool) -> str:
-    """Every table as one printable text."""
-    what = "CPU miniature: tiny Qwen2-Audio, synthetic speech" if miniature else "Qwen2-Audio"
+def tables(summary: dict, seeds: int, sizes: dict, what: str) -> str:
+    """Every table as one printable text; `what` names the model and the data in the title."""
     rows = sorted((r for r in summary if r != PRETRAIN_ROW), key=lambda r: not r.startswith("Wav2"))
     cot = [r for r in rows if "Test-2-R" in summary[r]]
     paper = PAPER["table1"]
@@ -132,7 +131,9 @@ def report(cfg, per_seed: list, splits: dict) -> dict:
     (out / "results.json").write_text(json.dumps(dict(
         route="hir", seeds=[cfg.seed + k for k in range(len(per_seed))], per_seed=per_seed,
         summary=summary, paper=PAPER, sizes=sizes, config=dataclasses.asdict(cfg)), indent=1) + "\n")
-    train.write_report(out, tables(summary, len(per_seed), sizes, cfg.model == "tiny"))
+    what = ("CPU miniature: tiny Qwen2-Audio" if cfg.model == "tiny" else cfg.model) + ", " + (
+        cfg.manifest or "synthetic speech")
+    train.write_report(out, tables(summary, len(per_seed), sizes, what))
     if plots.pyplot() is None:
         print(plots.MISSING.format(run_dir=out))
     else:
