@@ -109,16 +109,17 @@ def score_model(cfg, model, tests: list, reference: AudioSet | None,
 
 def domain_means(result: dict) -> dict:
     """{group: EER} with a segmented set's EER the mean over its lengths, plus "in-domain"
-    (mean over the in-domain groups) and "OOD avg" (mean over the out-of-domain groups)."""
+    (mean over the in-domain groups) and "OOD avg" (mean over the out-of-domain groups), each
+    only when there is such a group."""
     groups, domain = {}, {}
     for r in result.values():
         groups.setdefault(r["group"], []).append(r["eer"])
         domain[r["group"]] = r["domain"]
     eer = {g: float(np.mean(v)) for g, v in groups.items()}
-    out = {"in-domain": float(np.mean([eer[g] for g in eer if domain[g] == "in"]))}
-    ood = [g for g in eer if domain[g] == "out"]
+    ins, ood = ([g for g in eer if domain[g] == d] for d in ("in", "out"))
+    out = {"in-domain": float(np.mean([eer[g] for g in ins]))} if ins else {}
     out.update({g: eer[g] for g in ood})
-    if ood:  # no out-of-domain set: no average (not NaN)
+    if ood:  # no set of a kind: no column for it (not NaN)
         out["OOD avg"] = float(np.mean([eer[g] for g in ood]))
     return out
 
@@ -268,17 +269,24 @@ def summarize(per_seed: list) -> dict:
     return summary
 
 
-def tables(summary: dict, n_seeds: int, what: str) -> str:
-    """The EER table (and the drift table, when there is a reference set) as text."""
+def in_domain_sets(result: dict) -> list:
+    """The names of the in-domain test sets (groups) of one model's scores, in order."""
+    return list(dict.fromkeys(r["group"] for r in result.values() if r["domain"] == "in"))
+
+
+def tables(summary: dict, n_seeds: int, what: str, in_domain: list = ()) -> str:
+    """The EER table (and the drift table, when there is a reference set) as text; the
+    in-domain column names the sets it averages (`in_domain`), as the drift table does."""
     def cell(mean_std):
         mean, std = mean_std
         return f"{mean:.2f} ± {std:.2f}" if n_seeds > 1 else f"{mean:.2f}"
     models = list(summary)
     keys = [k for k in summary[models[0]] if not k.startswith("drift")]
     drift = [k for k in summary[models[0]] if k.startswith("drift")]
+    head = {"in-domain": "in-domain: " + ", ".join(in_domain)} if in_domain else {}
     text = [f"EER (%) — {what}, {n_seeds} seed(s); lower is better",
-            format_table(["model"] + keys, [[m] + [cell(summary[m][k]) for k in keys]
-                                            for m in models])]
+            format_table(["model"] + [head.get(k, k) for k in keys],
+                         [[m] + [cell(summary[m][k]) for k in keys] for m in models])]
     if drift:
         text += ["", "Drift: mean per-dimension Wasserstein-1 between pooled embeddings of each "
                  "test set and the reference set",
@@ -332,7 +340,9 @@ def run_experiment(cfg: ClassifierConfig) -> dict:
     best = "; ".join(f"{m}: dev EER {b['dev_eer']:.2f} % at step {b['step']}"
                      for m, b in per_seed[0]["best"].items())
     finish(cfg, Path(cfg.out_dir), dict(per_seed=per_seed, summary=summary),
-           tables(summary, cfg.seeds, describe(cfg)) + f"\n\nseed {cfg.seed}, best: {best}")
+           tables(summary, cfg.seeds, describe(cfg),
+                  in_domain_sets(next(iter(per_seed[0]["models"].values()))))
+           + f"\n\nseed {cfg.seed}, best: {best}")
     return summary
 
 
@@ -349,7 +359,7 @@ def run_score(cfg: ClassifierConfig) -> dict:
     result = score_model(cfg, model, tests, reference, out / "scores")
     summary = summarize([dict(models={"checkpoint": result})])
     finish(cfg, out, dict(per_seed=[dict(models={"checkpoint": result})], summary=summary),
-           tables(summary, 1, describe(cfg)))
+           tables(summary, 1, describe(cfg), in_domain_sets(result)))
     return summary
 
 

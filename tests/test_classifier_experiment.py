@@ -57,6 +57,10 @@ def test_segmented_test_set_is_the_mean_over_segment_lengths(long_clips):
     assert [result[f"DFE24@{L}s"]["eer"] for L in (4, 10)] == pytest.approx(eers, abs=1e-6)
     means = cx.domain_means(result)
     assert means == {"in-domain": pytest.approx(np.mean(eers))}  # no OOD set: no "OOD avg"
+    for r in result.values():
+        r["domain"] = "out"
+    assert cx.domain_means(result) == {"DFE24": pytest.approx(np.mean(eers)),
+                                       "OOD avg": pytest.approx(np.mean(eers))}  # no in-domain
 
 
 def test_score_mode_needs_only_init_and_test_sets(tmp_path, long_clips):
@@ -69,6 +73,7 @@ def test_score_mode_needs_only_init_and_test_sets(tmp_path, long_clips):
     assert set(summary["checkpoint"]) == {"in-domain"}
     text = (tmp_path / "eval" / "tables.md").read_text()
     assert "nan" not in text and "Drift" not in text and "CPU miniature" not in text
+    assert "in-domain: mine" in text  # the column names the user's set
     names = (tmp_path / "eval" / "scores" / "mine.tsv").read_text().splitlines()[1:]
     assert [n.split("\t")[0] for n in names] == [f"c{i}" for i in range(8)]
     with pytest.raises(ValueError, match="--test_sets"):

@@ -1,5 +1,6 @@
 """torch.distributed (DDP) on the CPU with gloo: K = 2 processes compute what one process with
 the whole global batch computes, and rank 0 alone writes files."""
+import json
 import os
 import socket
 from pathlib import Path
@@ -76,6 +77,32 @@ def test_two_processes_equal_one_process(tmp_path, method, batch_size, extra):
     assert len([r for r in rows if '"loss"' in r]) == 3  # one row a step, not one a rank
 
 
+def test_resume_under_two_processes_continues_exactly(tmp_path):
+    """Two processes cut after step 2 and resumed with --resume RUN/last end with the weights
+    of two processes that ran the 4 steps at once (the old policy of the open refresh period,
+    the optimizer state and the data order all carry over)."""
+    make_speech_corpora(tmp_path / "corpus", seed=0, size="quick", annotate=False)
+    start = tmp_path / "start"
+    SSLClassifier.tiny_logmel(seed=2).save_pretrained(start)
+    base = dict(batch_size=4, eval_every=2, lr=1e-4, num_generations=8, beta=0.04,
+                adv_scale="batch", old_refresh=3, train_min_sec=0.5, train_max_sec=0.7,
+                device="cpu", model="tiny-logmel")
+    runs = {"whole": dict(steps=4), "cut": dict(steps=2),
+            "resumed": dict(steps=4, resume=str(tmp_path / "cut" / "last"))}
+    for name, extra in runs.items():
+        out = "cut" if name == "resumed" else name  # the resumed run continues in its folder
+        cfg = ClassifierConfig(out_dir=str(tmp_path / out), **base, **extra)
+        mp.spawn(_rank, args=(2, _free_port(), tmp_path, cfg, "grpo", str(start)), nprocs=2)
+    a = SSLClassifier.load(tmp_path / "whole" / "last" / "model").state_dict()
+    b = SSLClassifier.load(tmp_path / "cut" / "last" / "model").state_dict()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-5)
+    steps = [json.loads(r)["step"] for r in
+             (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [json.loads(r)["step"] for r in
+                     (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_shares_of_uneven_batches():
     # 5 items over 2 ranks: [0, 3) and [3, 5), as numpy.array_split cuts them
     d0, d1 = distributed.Dist(0, 2), distributed.Dist(1, 2)
@@ -131,7 +158,6 @@ def test_chat_grpo_with_lora_two_processes_equal_one(tmp_path):
     one_rows = (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()
     two_rows = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert len(one_rows) == len(two_rows) == 3
-    import json
     for r1, r2 in zip(one_rows, two_rows):  # the logged rewards are the global batch's mean
         assert json.loads(r2)["reward"] == pytest.approx(json.loads(r1)["reward"])
 
@@ -179,7 +205,6 @@ def test_torchrun_runs_the_face_route_as_one_process_does(tmp_path):
     """The face route under torchrun: rank 0 builds the corpus and the stand-in alone, the two
     processes split each step's batch, rank 0 alone writes; the error rates equal those of one
     process running the same global batches."""
-    import json
     runs = one_and_two_processes(tmp_path, ["--route", "fas",
                                             "--corpus_root", str(tmp_path / "corpus"),
                                             "--standin_root", str(tmp_path / "standin")],
@@ -197,7 +222,6 @@ def test_torchrun_runs_the_hir_route_as_one_process_does(tmp_path):
     """The HIR route under torchrun: rank 0 builds the corpus and pre-trains the audio encoder
     alone, every stage (and the AASIST baseline, by DDP) splits its batches, rank 0 alone saves
     and writes; every table row equals one process's."""
-    import json
     runs = one_and_two_processes(tmp_path, ["--route", "hir",
                                             "--corpus_root", str(tmp_path / "corpus")],
                                  "HIR-SDD (CPU miniature")
