@@ -92,7 +92,12 @@ def test_resume_under_two_processes_continues_exactly(tmp_path):
     for name, extra in runs.items():
         out = "cut" if name == "resumed" else name  # the resumed run continues in its folder
         cfg = ClassifierConfig(out_dir=str(tmp_path / out), **base, **extra)
+        if name == "resumed":  # the rows of steps 1-2, as the cut run wrote them (with times)
+            before = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
         mp.spawn(_rank, args=(2, _free_port(), tmp_path, cfg, "grpo", str(start)), nprocs=2)
+    # resumed, not restarted: the rows logged before the cut are kept, not written anew
+    after = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert after[:len(before)] == before and len(after) > len(before)
     a = SSLClassifier.load(tmp_path / "whole" / "last" / "model").state_dict()
     b = SSLClassifier.load(tmp_path / "cut" / "last" / "model").state_dict()
     for k in a:
