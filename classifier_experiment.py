@@ -34,8 +34,8 @@ import plots
 import train
 from eval import compute_eer, det_curve, format_table, wasserstein_drift, write_score_file
 from synth_speech import make_speech_corpora
-from train_classifier import (AudioSet, ClassifierConfig, build_model, finetune, run_method,
-                              score_set)
+from classifier_data import AudioSet, score_set
+from train_classifier import ClassifierConfig, build_model, finetune, run_method
 
 # --quick: the same pipeline at toy size, under a minute on 2 CPU cores (a test runs it);
 # train.main puts these between the recipe and the command-line flags.

@@ -36,9 +36,11 @@ Departures from the paper (it publishes no code), numbered:
    gives the command).
 7. Dev-set selection looks at checkpoints every `eval_every` steps, never at the start point
    (logged as step 0 for the curves).
-8. "Batch size 6" is read as TRL and ms-swift count a GRPO batch: completions, so one step is
-   batch_size / N prompts (6 / 6 = one image and its 6 samples); an SFT step takes batch_size
-   examples. The paper does not say which it meant.
+8. "Batch size 6" is read as images (prompts) per step for both methods: an SFT step takes 6
+   examples, a GRPO step 6 images and N = 6 samples of each (36 completions). TRL and ms-swift
+   count a GRPO batch in completions (6 / 6 = one image a step); the paper does not say which
+   it meant. Read that way, GRPO sees a sixth of SFT's labelled images per step; counting
+   images gives both methods the same (docs/face.md, "Batch size 6", measures both).
 """
 from __future__ import annotations
 
@@ -87,8 +89,8 @@ class FasConfig(ChatConfig):
     methods: list = option(list(METHODS), f"any of {', '.join(METHODS)}")
     seeds: int = option(1, "run this many seeds, seed, seed+1, ..., and report mean ± std")
     workers: int = option(1, "processes running the seeds side by side (one thread each)")
-    batch_size: int = option(6, "rows per optimizer step, as TRL counts them: SFT examples; "
-                                "GRPO completions, i.e. batch_size / N prompts (departure 8)")
+    batch_size: int = option(6, "images per optimizer step, both methods: SFT examples, GRPO "
+                                "prompts of N completions each (departure 8)")
     corpus_root: str = option("runs/face_corpus", "synthetic corpus and pool folder (built once)")
     corpus_seed: int = option(0, "seed of the synthetic corpus and pool (the same for every seed)")
     image_size: int = option(112, "synthetic image side, pixels")
@@ -211,9 +213,7 @@ def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex:
         train_ex, stage_cfg = sft_targets(train_ex, np.random.default_rng([cfg.seed, 2])), cfg
     else:
         reward_fn = reward_function(cfg, **method_switches(cfg, method))
-        # departure 8: batch_size counts completions, N per prompt
-        stage_cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size // cfg.num_generations,
-                                        lr=cfg.grpo_lr or cfg.lr)
+        stage_cfg = dataclasses.replace(cfg, lr=cfg.grpo_lr or cfg.lr)  # batch: departure 8
         # pi_ref is the start point: one frozen copy for all segments (full fine-tuning only).
         reference = (policy.frozen_copy() if cfg.beta > 0 and cfg.lora_r == 0 else None)
     params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
@@ -262,9 +262,6 @@ def check(cfg: FasConfig) -> None:
     missing = [p for p in cfg.ablation_protocols if p not in cfg.protocols]
     if missing:
         raise ValueError(f"ablation_protocols {missing} are not in protocols {list(cfg.protocols)}")
-    if cfg.batch_size % cfg.num_generations:
-        raise ValueError(f"batch_size {cfg.batch_size} counts GRPO completions: it must be a "
-                         f"multiple of num_generations {cfg.num_generations}")
 
 
 def run_seed(cfg: FasConfig) -> dict:

@@ -298,7 +298,8 @@ def aasist_baseline(cfg: HirConfig, splits: dict, datasets: list, out: Path) -> 
     model chosen on their validation clips by EER; test clips "real" when logit(real) -
     logit(fake) >= 0, the score itself for the AUC."""
     import csv
-    from train_classifier import AudioSet, ClassifierConfig, build_model, finetune, score_set
+    from classifier_data import AudioSet, score_set
+    from train_classifier import ClassifierConfig, build_model, finetune
     from hir_eval import verdict_metrics
     sets = {}
     for name, records in [("train", [r for d in datasets for r in splits[d, "train"]]),

@@ -176,8 +176,7 @@ def _share(examples, cfg: ChatConfig, step: int, dist: distributed.Dist):
     everyone = train.batch_indices(len(examples), cfg.batch_size, cfg.seed, step)
     if len(everyone) < dist.world:
         raise ValueError(f"step {step}: {len(everyone)} example(s) per step cannot be shared by "
-                         f"{dist.world} processes; raise batch_size (GRPO in the face route "
-                         f"counts it in completions, N per prompt)")
+                         f"{dist.world} processes; raise batch_size")
     positions = dist.shard(list(range(len(everyone))))
     return [examples[everyone[i]] for i in positions], positions
 

@@ -13,7 +13,8 @@ import distributed
 import train
 from models import SSLClassifier
 from synth_speech import make_speech_corpora
-from train_classifier import AudioSet, ClassifierConfig, finetune
+from classifier_data import AudioSet
+from train_classifier import ClassifierConfig, finetune
 
 WRITERS = ("save_checkpoint", "save_config", "write_report")
 

@@ -127,29 +127,34 @@ def test_reward_function_by_hand():
     assert fx.method_switches(off, "grpo") == dict(use_format=True, use_cls=True, use_res=False)
 
 
-def test_grpo_reads_batch_size_as_completions(tmp_path, monkeypatch):
-    """batch_size 6 with N = 3: SFT steps take 6 examples, GRPO steps 6 completions = 2
-    prompts (departure 8); GRPO runs at grpo_lr; a batch_size that is not a multiple of N is
-    refused."""
-    seen = {}
-
-    def fake_stage(name):
-        def stage(policy, examples, *args, **kw):
-            cfg = next(a for a in args if isinstance(a, fx.FasConfig))
-            seen[name] = cfg.batch_size, cfg.lr
-        return stage
-    monkeypatch.setattr(fx, "sft_stage", fake_stage("sft"))
-    monkeypatch.setattr(fx, "grpo_stage", fake_stage("grpo"))
+def test_batch_size_counts_images_for_both_methods(tmp_path, monkeypatch):
+    """batch_size 4 with N = 3 (departure 8): an SFT step takes 4 examples; a GRPO step, run
+    for real, rewards 4 distinct images x 3 samples = 12 completions, at grpo_lr."""
+    sft_seen, rewarded = [], []
+    monkeypatch.setattr(fx, "sft_stage", lambda policy, ex, cfg, *a: sft_seen.append(
+        cfg.batch_size))
     monkeypatch.setattr(fx, "evaluate", lambda *a: (dict(hter=0.5, malformed=0.0), []))
+    real_reward = fx.reward_function
+
+    def counting(cfg, **switches):
+        fn = real_reward(cfg, **switches)
+
+        def reward_fn(texts, examples, lengths):
+            rewarded.append((len(texts), len({id(ex) for ex in examples})))
+            return fn(texts, examples, lengths)
+        return reward_fn
+    monkeypatch.setattr(fx, "reward_function", counting)
+    rng = np.random.default_rng(0)
+    examples = [ChatExample(Image.fromarray(rng.integers(0, 256, (56, 56, 3), dtype=np.uint8)),
+                            fx.PROMPT, ("real", "fake")[i % 2]) for i in range(8)]
     ChatPolicy.tiny("image", seed=0).save(tmp_path / "base")
-    cfg = fx.FasConfig(device="cpu", batch_size=6, num_generations=3, sft_steps=1, grpo_steps=1,
-                       eval_every=1, beta=0.0, lr=1e-3, grpo_lr=3e-4)
-    ex = [ChatExample(None, fx.PROMPT, "real")]
+    cfg = fx.FasConfig(device="cpu", batch_size=4, num_generations=3, sft_steps=1, grpo_steps=1,
+                       eval_every=1, max_new_tokens=6, beta=0.0, lr=1e-3, grpo_lr=3e-4)
     for method in ("sft", "grpo"):
-        fx.train_method(cfg, method, str(tmp_path / "base"), ex, ex, tmp_path / method)
-    assert seen == {"sft": (6, 1e-3), "grpo": (2, 3e-4)}       # and each its own rate
-    with pytest.raises(ValueError, match="multiple of num_generations"):
-        fx.check(dataclasses.replace(cfg, batch_size=7))
+        fx.train_method(cfg, method, str(tmp_path / "base"), examples, examples, tmp_path / method)
+    assert sft_seen == [4] and rewarded == [(12, 4)]
+    log = [json.loads(line) for line in open(tmp_path / "grpo" / "metrics.jsonl")]
+    assert log[-1]["lr"] == pytest.approx(3e-4)               # GRPO at its own rate
 
 
 def test_data_fraction_subsamples_deterministically():

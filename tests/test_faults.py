@@ -17,7 +17,8 @@ import train
 from classifier_experiment import check_resume
 from models import SSLClassifier
 from synth_speech import make_speech_corpora
-from train_classifier import AudioSet, ClassifierConfig, finetune
+from classifier_data import AudioSet
+from train_classifier import ClassifierConfig, finetune
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,8 +12,9 @@ import grpo
 import train
 from models import SSLClassifier, tiny_logmel_config, tiny_wav2vec2_config
 from synth_speech import make_speech_corpora
-from train_classifier import (ABLATIONS, AudioSet, ClassifierConfig, batch_plan, build_model,
-                              finetune, grpo_step_loss, run_method, score_set)
+from classifier_data import AudioSet, batch_plan, score_set
+from train_classifier import (ABLATIONS, ClassifierConfig, build_model, finetune, grpo_step_loss,
+                              run_method)
 
 ROOT = Path(__file__).resolve().parent.parent
 
