@@ -20,8 +20,8 @@ dev_set), score (one checkpoint, `--init`, on test_sets; the reference set is op
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import os
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -202,7 +202,7 @@ _SETS = {}  # a worker process's data sets, handed over once (fork) by _worker_i
 def _worker_init(sets):
     _SETS.update(sets)
     # two workers' step bars would garble the terminal: the parent's bar counts the jobs
-    tqdm.__init__ = functools.partialmethod(tqdm.__init__, disable=True)
+    os.environ["TQDM_DISABLE"] = "1"
 
 
 def _in_worker(job, *args):

@@ -16,8 +16,11 @@ the loops read the same either way. What the loops do with it (each line marked 
     average is the gradient of the global batch's mean loss even when the shares differ;
   - what needs the whole batch gathers it (`gather`): GRPO's "batch" advantages normalise by
     the mean and std of every reward of the global batch; logged statistics are averaged;
-  - only rank 0 scores the dev set, writes checkpoints, logs and tables (`is_main`); the others
-    wait at a `barrier` where rank 0 must be done first.
+  - the classifier's dev set is scored by rank 0 alone; the chat routes' greedy answers (and
+    HIR's answer log-likelihoods) are split over the ranks and gathered back (`gather_list`),
+    so every rank holds the same scores and chooses the same checkpoint;
+  - only rank 0 writes checkpoints, logs and tables (`is_main`); the others wait at a
+    `barrier` where rank 0 must be done first.
 
 Randomness stays a function of (seed, step, utterance position in the global batch) for crops,
 augmentation and label draws, so K processes draw what one process draws for the same global
@@ -93,6 +96,15 @@ class Dist:
         parts = [None] * self.world
         td.all_gather_object(parts, x.detach().cpu())
         return torch.cat(parts).to(x.device)
+
+    def gather_list(self, items: list) -> list:
+        """Every rank's list concatenated in rank order, on every rank: after `shard`, the
+        whole list again (each rank having done its share of the work)."""
+        if self.world == 1:
+            return items
+        parts = [None] * self.world
+        td.all_gather_object(parts, items)
+        return [x for part in parts for x in part]
 
     def mean(self, stats: dict, n: int) -> dict:
         """Scalar statistics of each rank's share of n items, averaged over the global batch

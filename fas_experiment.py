@@ -200,47 +200,44 @@ def base_model(cfg: FasConfig) -> str:
 
 def train_method(cfg: FasConfig, method: str, base: str, train_ex: list, dev_ex: list,
                  out: Path, tracked: dict | None = None):
-    """SFT or GRPO from `base`, stopping every `eval_every` steps to score the source dev set.
+    """SFT or GRPO from `base`, scoring the source dev set every `eval_every` steps.
 
     Returns the policy holding the weights of the lowest dev HTER (the earliest on a tie, also
-    saved to out/best) and {best_step, dev_hter}; every dev score goes to out/dev.jsonl, every
-    `curve_every` steps with the HTER of each `tracked` test set beside it (the curve figure),
-    and a row for the start point (step 0, never chosen: departure 7).
+    saved to out/best) and {best_step, dev_hter}; every dev score goes to out/dev.jsonl (and to
+    metrics.jsonl as dev_hter), every `curve_every` steps with the HTER of each `tracked` test
+    set beside it (the curve figure), and a row for the start point (step 0, never chosen:
+    departure 7).
     """
     policy = load(cfg, base, lora=True)
     steps = cfg.sft_steps if method == "sft" else cfg.grpo_steps
-    if method == "sft":
-        train_ex, stage_cfg = sft_targets(train_ex, np.random.default_rng([cfg.seed, 2])), cfg
-    else:
-        reward_fn = reward_function(cfg, **method_switches(cfg, method))
-        stage_cfg = dataclasses.replace(cfg, lr=cfg.grpo_lr or cfg.lr)  # batch: departure 8
-        # pi_ref is the start point: one frozen copy for all segments (full fine-tuning only).
-        reference = (policy.frozen_copy() if cfg.beta > 0 and cfg.lora_r == 0 else None)
     params = {n: p for n, p in policy.model.named_parameters() if p.requires_grad}
     best, best_state, history = None, None, []
     is_main = distributed.setup().is_main
 
     def score(step):
+        nonlocal best, best_state
         dev, _ = evaluate(policy, dev_ex, cfg)
         row = dict(step=step, dev_hter=dev["hter"], dev_malformed=dev["malformed"])
         if tracked and cfg.curve_every and step % cfg.curve_every == 0:
             row["test_hter"] = {k: evaluate(policy, ex, cfg)[0]["hter"] for k, ex in tracked.items()}
         history.append(row)
-        return row
-    score(0)
-    ends = sorted({*range(cfg.eval_every, steps, cfg.eval_every), steps})
-    for start, end in zip([0, *ends], ends):
-        seg = dataclasses.replace(stage_cfg, resume=str(out / "last") if start else "")
-        if method == "sft":
-            sft_stage(policy, train_ex, seg, out, end)
-        else:
-            grpo_stage(policy, train_ex, reward_fn, seg, out, end, reference=reference)
-        row = score(end)
-        if best is None or row["dev_hter"] < best["dev_hter"]:
+        if step > 0 and (best is None or row["dev_hter"] < best["dev_hter"]):
             best = row
             best_state = {n: p.detach().clone() for n, p in params.items()}
-            if is_main:  # dist: every rank scores the dev set alike; rank 0 writes
+            if is_main:  # dist: every rank holds the same dev scores; rank 0 writes
                 policy.save(out / "best")
+        return dict(dev_hter=row["dev_hter"])
+    score(0)
+    if method == "sft":
+        sft_stage(policy, sft_targets(train_ex, np.random.default_rng([cfg.seed, 2])), cfg, out,
+                  steps, validate=score)
+    else:
+        reward_fn = reward_function(cfg, **method_switches(cfg, method))
+        stage_cfg = dataclasses.replace(cfg, lr=cfg.grpo_lr or cfg.lr)  # batch: departure 8
+        # pi_ref is the start point, a frozen copy (full fine-tuning; LoRA: adapters off)
+        reference = (policy.frozen_copy() if cfg.beta > 0 and cfg.lora_r == 0 else None)
+        grpo_stage(policy, train_ex, reward_fn, stage_cfg, out, steps, reference=reference,
+                   validate=score)
     if is_main:
         (out / "dev.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
     with torch.no_grad():
@@ -259,6 +256,12 @@ def check(cfg: FasConfig) -> None:
     bad = [k for k, v in cfg.protocols.items() if not (isinstance(v, list) and len(v) == 2)]
     if bad:
         raise ValueError(f"protocols {bad}: each must be [source domain, target domain]")
+    if cfg.eval_every < 1:
+        raise ValueError(f"eval_every {cfg.eval_every}: must be >= 1, each trained model is the "
+                         "checkpoint chosen on the source dev set")
+    if cfg.resume:
+        raise ValueError("--resume: the face route runs several stages from its base model and "
+                         "does not resume; run it again (the corpus and stand-in are reused)")
     missing = [p for p in cfg.ablation_protocols if p not in cfg.protocols]
     if missing:
         raise ValueError(f"ablation_protocols {missing} are not in protocols {list(cfg.protocols)}")
@@ -278,7 +281,7 @@ def run_seed(cfg: FasConfig) -> dict:
               for src in sources}
     base = base_model(cfg)
     results = {name: {} for name in cfg.protocols}
-    is_main = distributed.setup().is_main  # dist: every rank evaluates alike; rank 0 writes
+    is_main = distributed.setup().is_main  # dist: every rank holds every score; rank 0 writes
     for method in cfg.methods:
         # zero-shot is one model for all protocols; a trained method is one model per source
         for src in [None] if method == "zero_shot" else sources:

@@ -82,9 +82,11 @@ def answer_pairs(texts: list, task: str) -> list:
 @torch.no_grad()
 def answer_llr(policy, examples: list, pairs: list, batch_size: int, bf16: bool) -> np.ndarray:
     """s_i = log p(pairs[i][0] | prompt_i) - log p(pairs[i][1] | prompt_i), teacher-forced
-    (completion + <|im_end|>); 0 where pairs[i] is None. -> (n,)"""
+    (completion + <|im_end|>); 0 where pairs[i] is None. -> (n,)
+    Under torchrun each rank scores its share and every rank gets all the scores back."""
+    dist = distributed.setup()  # dist: shared out, gathered back
     scores = np.zeros(len(examples))
-    rows = [i for i, p in enumerate(pairs) if p is not None]
+    rows = dist.shard([i for i, p in enumerate(pairs) if p is not None])
     with train.autocast(policy.device, bf16):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
@@ -96,6 +98,7 @@ def answer_llr(policy, examples: list, pairs: list, batch_size: int, bf16: bool)
                 logps = policy.completion_logps(r, 1.0, len(chunk), with_grad=False)  # (c, T)
                 lp.append((logps * r.completion_mask).sum(1))                          # (c,)
             scores[chunk] = (lp[0] - lp[1]).double().cpu().numpy()
+    scores[dist.gather_list(rows)] = dist.gather_list(scores[rows].tolist())
     return scores
 
 
@@ -190,7 +193,7 @@ class Validator:
         key = (m["bacc"], -m["answer_nll"])
         if self.best is None or key > self.best:
             self.best, self.best_step = key, step
-            dist = distributed.setup()  # dist: every rank scores alike; rank 0 saves, then all
+            dist = distributed.setup()  # dist: every rank holds the scores; rank 0 saves, then all
             if dist.is_main:            # go on (a later stage loads best/ on every rank)
                 train.save_checkpoint(self.out / "best", self.policy.save, {"step": step, **m})
             dist.barrier()

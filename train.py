@@ -27,6 +27,7 @@ import typing
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 # `python train.py` with no recipe runs this one: the classifier route's CPU miniature.
 DEFAULT_RECIPE = Path(__file__).resolve().parent / "configs" / "classifier_mini.json"
@@ -318,6 +319,14 @@ def warmup_lambda(warmup_steps: int, total_steps: int = 0, floor: float = 1.0):
 
 
 # ----------------------------------------------------------------------------- logging
+
+def steps_bar(steps, desc: str, show: bool = True):
+    """A training loop's step bar: off where `show` is False (a torchrun rank other than 0)
+    and in a process with TQDM_DISABLE set (a seed worker: two workers' bars would garble the
+    terminal). tqdm reads that variable only for arguments not given, so it is read here."""
+    quiet = os.environ.get("TQDM_DISABLE", "") not in ("", "0")
+    return tqdm(steps, desc=desc, leave=False, disable=quiet or not show)
+
 
 class JsonlLog:
     """One JSON line per step in `metrics.jsonl` (overwritten at the start of a fresh run).

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import distributed
 import grpo
@@ -194,7 +193,7 @@ def sft_stage(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig, 
     `validate(step) -> dict` (optional) is logged every `cfg.eval_every` steps."""
     device, dist = policy.device, distributed.setup()
     params, opt, sched, start, log = _setup(policy, cfg, out, steps, "sft", dist)
-    for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
+    for step in train.steps_bar(range(start, steps), out.name, dist.is_main):
         batch_ex, _ = _share(examples, cfg, step, dist)  # dist: this rank's share
         with train.autocast(device, cfg.bf16 and device.type == "cuda"):
             loss, tokens = policy.sft_loss(_encode(policy, batch_ex),
@@ -286,7 +285,7 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
     if reference is None and cfg.beta > 0 and cfg.lora_r == 0:
         reference = policy.frozen_copy()
     params, opt, sched, start, log = _setup(policy, cfg, out, steps, "grpo", dist)
-    for step in tqdm(range(start, steps), desc=out.name, leave=False, disable=not dist.is_main):
+    for step in train.steps_bar(range(start, steps), out.name, dist.is_main):
         batch_ex, positions = _share(examples, cfg, step, dist)  # dist: this rank's prompts
         r = grpo_step(policy, batch_ex, reward_fn, cfg, step, (params, opt, sched), out,
                       reference, positions=positions, dist=dist)
@@ -303,12 +302,14 @@ def grpo_stage(policy: ChatPolicy, examples: list[ChatExample], reward_fn, cfg: 
 
 @torch.no_grad()
 def generate_answers(policy: ChatPolicy, examples: list[ChatExample], cfg: ChatConfig) -> list:
-    """Greedy completions for evaluation, in batches (never augmented, never sampled)."""
-    texts = []
+    """Greedy completions for evaluation, in batches (never augmented, never sampled).
+    Under torchrun each rank answers its share and every rank gets all the answers back."""
+    dist = distributed.setup()  # dist: shared out, gathered back in order
+    mine, texts = dist.shard(examples), []
     with train.autocast(policy.device, cfg.bf16 and policy.device.type == "cuda"):
-        for start in range(0, len(examples), cfg.eval_batch_size):
-            chunk = examples[start:start + cfg.eval_batch_size]
+        for start in range(0, len(mine), cfg.eval_batch_size):
+            chunk = mine[start:start + cfg.eval_batch_size]
             rollout = policy.generate(_encode(policy, chunk), 1, cfg.max_new_tokens, greedy=True,
                                       sampler=cfg.sampler)
             texts += rollout.texts
-    return texts
+    return dist.gather_list(texts)

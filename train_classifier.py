@@ -51,7 +51,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 import distributed
 import grpo
@@ -284,7 +283,7 @@ def finetune(cfg: ClassifierConfig, method: str, out: Path, train_set: AudioSet,
         train.save_config(cfg, out)
         log = train.JsonlLog(out / "metrics.jsonl", resume=state is not None, resume_step=start)
     check = functools.partial(train.check_finite, checkpoint_dir=out)
-    for step in tqdm(range(start, steps), desc=str(out), leave=False, disable=not dist.is_main):
+    for step in train.steps_bar(range(start, steps), str(out), dist.is_main):
         # departure 3: dropout's stream (one per rank: each holds other utterances)
         torch.manual_seed(train.seed_for(cfg.seed, step, 3, dist.rank))
         if method == "grpo" and cfg.old_refresh > 1 and step % cfg.old_refresh == 0:

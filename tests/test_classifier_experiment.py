@@ -1,7 +1,5 @@
 """The classifier route's experiment: Deepfake-Eval-2024 scored by segments, score mode on any
 checkpoint, own data end to end, and the figures against the numbers in results.json."""
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest

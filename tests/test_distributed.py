@@ -5,6 +5,7 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -238,3 +239,73 @@ def test_torchrun_runs_the_hir_route_as_one_process_does(tmp_path):
             for k in ("acc", "bacc", "jaccard"):
                 if k in m:
                     assert two[0][row][test][k] == pytest.approx(m[k]), (row, test, k)
+
+
+def _answer_rank(rank, world, port, tmp_path, cfg, base, examples, pairs):
+    """Greedy answers and answer log-likelihoods under `world` processes; each rank records
+    how many prompts its own generate and scoring passes received."""
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    from hir_eval import answer_llr
+    from train_chat import generate_answers, load_policy
+    policy = load_policy(cfg, base, "text")
+    seen = []
+    for name in ("generate", "encode_targets"):  # count the prompts each pass is given
+        original = getattr(policy, name)
+        setattr(policy, name, lambda batch, *a, _f=original, _n=name, **k: (
+            seen.append((_n, batch["input_ids"].shape[0])), _f(batch, *a, **k))[1])
+    texts = generate_answers(policy, examples, cfg)
+    llr = answer_llr(policy, examples, pairs, cfg.eval_batch_size, bf16=False).tolist()
+    (tmp_path / f"answers{rank}.json").write_text(json.dumps(dict(texts=texts, llr=llr,
+                                                                  seen=seen)))
+    torch.distributed.destroy_process_group()
+
+
+def test_chat_evaluation_is_split_over_processes_and_gathered(tmp_path):
+    """Under torchrun each rank answers (and scores) only its share of an evaluation set, and
+    every rank gets back all the answers, in order, equal to one process's."""
+    from chat import ChatPolicy
+    from hir_eval import answer_llr
+    from train_chat import ChatConfig, ChatExample, generate_answers, load_policy
+    base = str(tmp_path / "base")
+    ChatPolicy.tiny("text", seed=2).save(base)  # a seed whose answers differ between these
+    examples = [ChatExample(None, q, "real") for q in ("real", "fake?", "Is this real or fake",
+                                                       "<answer>", "1 2 3 4 5 6 7 8 9")]
+    pairs = [("real", "fake"), None, ("fake", "real"), ("real", "fake"), ("real", "fake")]
+    cfg = ChatConfig(max_new_tokens=6, eval_batch_size=2, device="cpu", seed=0)
+    policy = load_policy(cfg, base, "text")
+    texts = generate_answers(policy, examples, cfg)
+    llr = answer_llr(policy, examples, pairs, cfg.eval_batch_size, bf16=False)
+    assert len(set(texts)) > 1 and np.count_nonzero(llr) == 4  # answers differ; None scores 0
+    mp.spawn(_answer_rank, args=(2, _free_port(), tmp_path, cfg, base, examples, pairs),
+             nprocs=2)
+    ranks = [json.loads((tmp_path / f"answers{r}.json").read_text()) for r in (0, 1)]
+    for got in ranks:
+        assert got["texts"] == texts
+        np.testing.assert_allclose(got["llr"], llr, rtol=1e-5, atol=1e-5)
+    # examples 0-2 on rank 0 (batches of 2 and 1), 3-4 on rank 1; scored pairs 0, 2 | 3, 4
+    prompts = lambda seen, name: [n for what, n in seen if what == name]  # noqa: E731
+    assert prompts(ranks[0]["seen"], "generate") == [2, 1]
+    assert prompts(ranks[1]["seen"], "generate") == [2]
+    assert prompts(ranks[0]["seen"], "encode_targets") == [2, 2]   # two sides of one batch
+    assert prompts(ranks[1]["seen"], "encode_targets") == [2, 2]
+
+
+def test_step_bars_are_off_on_other_ranks_and_in_seed_workers(tmp_path, capsys, monkeypatch):
+    """A chat stage's step bar shows in a plain run, not with TQDM_DISABLE set (what a seed
+    worker sets: an explicit disable= argument would override tqdm's own reading of it) and
+    not on a rank other than 0."""
+    from chat import ChatPolicy
+    from train_chat import ChatConfig, ChatExample, sft_stage
+    policy = ChatPolicy.tiny("text", seed=0)
+    examples = [ChatExample(None, "real or fake?", "real", target="real")] * 2
+    cfg = ChatConfig(batch_size=2, device="cpu")
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    sft_stage(policy, examples, cfg, tmp_path / "plain", 2)
+    assert "plain:   0%" in capsys.readouterr().err
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    sft_stage(policy, examples, cfg, tmp_path / "worker", 2)
+    assert "worker" not in capsys.readouterr().err
+    monkeypatch.delenv("TQDM_DISABLE")
+    list(train.steps_bar(range(2), "rank1", show=False))
+    assert "rank1" not in capsys.readouterr().err

@@ -4,7 +4,6 @@ Checked against independent numbers: error rates recounted by hand from the save
 the GRPO objective re-evaluated on the same rollout after a step, rewards worked out by hand.
 """
 import dataclasses
-import inspect
 import json
 
 import numpy as np
@@ -94,7 +93,8 @@ def test_reward_ablation_switches_reach_the_logged_rewards(quick_run):
     """Each ablated part is 0 at every GRPO step; the full reward logs all three parts."""
     def log(method):
         path = quick_run / method / "cefa_like" / "metrics.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        return [r for r in rows if "dev_hter" not in r]  # the step rows, not the dev scores
     for method, part in (("grpo_wo_cls", "cls"), ("grpo_wo_res", "res"),
                          ("grpo_wo_format", "format")):
         rows = log(method)
@@ -131,8 +131,10 @@ def test_batch_size_counts_images_for_both_methods(tmp_path, monkeypatch):
     """batch_size 4 with N = 3 (departure 8): an SFT step takes 4 examples; a GRPO step, run
     for real, rewards 4 distinct images x 3 samples = 12 completions, at grpo_lr."""
     sft_seen, rewarded = [], []
-    monkeypatch.setattr(fx, "sft_stage", lambda policy, ex, cfg, *a: sft_seen.append(
-        cfg.batch_size))
+    def sft_stage(policy, ex, cfg, out, steps, validate):
+        sft_seen.append(cfg.batch_size)
+        validate(steps)
+    monkeypatch.setattr(fx, "sft_stage", sft_stage)
     monkeypatch.setattr(fx, "evaluate", lambda *a: (dict(hter=0.5, malformed=0.0), []))
     real_reward = fx.reward_function
 
@@ -154,7 +156,8 @@ def test_batch_size_counts_images_for_both_methods(tmp_path, monkeypatch):
         fx.train_method(cfg, method, str(tmp_path / "base"), examples, examples, tmp_path / method)
     assert sft_seen == [4] and rewarded == [(12, 4)]
     log = [json.loads(line) for line in open(tmp_path / "grpo" / "metrics.jsonl")]
-    assert log[-1]["lr"] == pytest.approx(3e-4)               # GRPO at its own rate
+    assert [r["lr"] for r in log if "lr" in r] == [pytest.approx(3e-4)]  # GRPO at its own rate
+    assert log[-1] == dict(step=1, time=log[-1]["time"], dev_hter=0.5)  # the dev score, logged
 
 
 def test_data_fraction_subsamples_deterministically():
@@ -208,11 +211,15 @@ def test_config_typos_fail_before_any_training():
         fx.check(fx.FasConfig(ablation_protocols=["cefa_to_hqwmc"]))
     with pytest.raises(ValueError, match="source domain, target domain"):
         fx.check(fx.FasConfig(protocols={"p": ["cefa_like"]}))
+    with pytest.raises(ValueError, match="eval_every 0: must be >= 1"):
+        fx.check(fx.FasConfig(eval_every=0))
+    with pytest.raises(ValueError, match="does not resume"):  # never silently ignored
+        fx.check(fx.FasConfig(resume="runs/fas/seed0/grpo/cefa_like/last"))
 
 
 def test_lora_run_saves_the_chosen_adapter_that_reproduces_the_predictions(tmp_path):
-    """The real recipe's path on the tiny model: LoRA on the saved stand-in base, segments
-    resumed from `last`, the reference = adapters off. Loading out/best afresh (peft layout,
+    """The real recipe's path on the tiny model: LoRA on the saved stand-in base, the dev set
+    scored inside the stage, the reference = adapters off. Loading out/best afresh (peft layout,
     base named inside) must give exactly the saved test predictions of the chosen checkpoint."""
     cfg = fx.FasConfig(**{**fx.QUICK, "lr": 1e-2}, out_dir=str(tmp_path / "out"),
                        corpus_root=str(tmp_path / "corpus"), quick=True, device="cpu",

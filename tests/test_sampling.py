@@ -12,7 +12,6 @@ import grpo
 import sampling
 import train_chat
 from chat import ChatPolicy
-from lora import lora_modules
 from test_chat import MEDIA, QUESTIONS, prompt_batch, randomize_B
 
 
