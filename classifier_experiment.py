@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import multiprocessing
+import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
