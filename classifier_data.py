@@ -21,9 +21,10 @@ from tqdm import tqdm
 
 import train
 from data import (audio_seconds, chunk_audio, collate_audio, label_to_index, load_audio,
-                  read_protocol, segment_samples, train_clip)
+                  segment_samples, train_clip)
 from eval import compute_eer
 from models import SSLClassifier
+from protocols import read_protocol
 from rawboost import rawboost
 
 

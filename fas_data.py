@@ -1,6 +1,6 @@
 """The face route's data: the task prompt, the answer targets, and the examples of a manifest.
 
-A face manifest is a CSV `path,label,attack,domain,split` (data.read_manifest): the synthetic
+A face manifest is a CSV `path,label,attack,domain,split` (protocols.read_manifest): the synthetic
 corpus (synth_faces.py), the stand-in's pool (face_pool.py), or the real data sets' frames.
 Every image becomes a ChatExample whose media is the image path (the processor opens it when a
 batch is built) and whose meta holds its attack type (the rows of Fig. 6).
@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from data import read_manifest
+from protocols import read_manifest
 from train_chat import ChatExample
 
 PROMPT = ("Is the face in this image real or fake? Output the thinking process in <thinking> "

@@ -305,7 +305,7 @@ def aasist_baseline(cfg: HirConfig, splits: dict, datasets: list, out: Path) -> 
     for name, records in [("train", [r for d in datasets for r in splits[d, "train"]]),
                           ("val", [r for d in datasets for r in splits[d, "val"]])] + [
             (d, splits[d, "test"]) for d in TESTS if d != "r" and splits[d, "test"]]:
-        path = out / "manifests" / f"{name}.csv"  # the records as data.read_manifest CSVs
+        path = out / "manifests" / f"{name}.csv"  # the records as protocols.read_manifest CSVs
         with distributed.setup().main_first():  # dist: rank 0 writes, the others read
             if distributed.setup().is_main:
                 path.parent.mkdir(parents=True, exist_ok=True)

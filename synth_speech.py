@@ -4,7 +4,7 @@ Stands in for the real corpora of the classifier route (Wang, Ge, Yamagishi 2026
 pool, target domain, out-of-domain test sets, drift reference) and gives the reasoning route
 (HIR-SDD, Dvirniak et al. 2026) HIR tags and human-like comments. Every set is written in a real
 protocol format (ASVspoof 2019 LA, ASVspoof 5, In-the-Wild, Fake-or-Real, ADD 2023, CSV manifest),
-so the miniatures go through the same readers (data.read_protocol) as the real corpora.
+so the miniatures go through the same readers (protocols.read_protocol) as the real corpora.
 
 Bona fide "speech" is a source-filter signal: a glottal pulse train following a pitch contour
 (phrase declination, accents on stressed syllables, phrase-final fall or rise, jitter, shimmer),
@@ -413,7 +413,7 @@ def _build_set(root, set_name, n, seed, duration, domains, annotate, pool, bar):
 
 
 def load_index(root):
-    """root/index.json with `path` and `audio_dir` joined to root, ready for data.read_protocol."""
+    """root/index.json with `path` and `audio_dir` joined to root, ready for protocols.read_protocol."""
     with open(os.path.join(root, "index.json")) as f:
         index = json.load(f)
     for e in index.values():
@@ -480,7 +480,7 @@ def load_annotations(root):
     """root/annotations.jsonl -> {path: record}. A record holds path, label, family ("bonafide"
     for real), channel (+ channel_params), tags, set, split (train/val/test for the reasoning
     route), speaker, breaths, measured (measure()) and comment. Paths are str(Path(root) / rel),
-    the form data.read_protocol gives for the paths of load_index(root)."""
+    the form protocols.read_protocol gives for the paths of load_index(root)."""
     out = {}
     with open(os.path.join(root, "annotations.jsonl")) as f:
         for lineno, line in enumerate(f, 1):

@@ -1,4 +1,4 @@
-"""data.py and rawboost.py: every protocol format on small hand-written files, audio loading
+"""protocols.py, data.py and rawboost.py: every protocol format on small hand-written files, audio loading
 against closed forms (sines, int16 scaling), crop / pad / chunk edge lengths, RawBoost."""
 
 from pathlib import Path
@@ -9,8 +9,9 @@ import soundfile as sf
 import torch
 
 import data
-from data import Sample
-from rawboost import RawBoostConfig, bandstop_fir, fir_filter, isd_additive_noise
+import protocols
+from protocols import Sample
+from rawboost import RawBoostConfig, bandstop_fir, fir_filter, isd_additive_noise, rawboost
 
 SR = 16000
 
@@ -38,7 +39,7 @@ def test_asvspoof2019(tmp_path):
         write_audio(tmp_path / "flac" / f"{utt}.flac")
     proto = write_text(tmp_path / "p.txt", "LA_0079 LA_T_1138215 - - bonafide\n"
                        "LA_0079 LA_T_1271820 - A01 spoof\n\nLA_0080 LA_D_1000001 - A02 spoof\n")
-    got = data.read_asvspoof2019(proto, tmp_path / "flac")
+    got = protocols.read_asvspoof2019(proto, tmp_path / "flac")
     assert got == [
         Sample(str(tmp_path / "flac/LA_T_1138215.flac"), "real", "-", "train", "asvspoof2019",
                {"speaker": "LA_0079"}),
@@ -48,7 +49,7 @@ def test_asvspoof2019(tmp_path):
                {"speaker": "LA_0080"}),
     ]
     # explicit split / source override what the ids say; Samples are hashable
-    again = data.read_protocol("asvspoof2019", proto, tmp_path / "flac", split="x", source="syn")
+    again = protocols.read_protocol("asvspoof2019", proto, tmp_path / "flac", split="x", source="syn")
     assert {s.split for s in again} == {"x"} and {s.source for s in again} == {"syn"}
     assert len(set(again)) == 3
 
@@ -62,7 +63,7 @@ def test_asvspoof2021_la_and_df(tmp_path):
                      "LA_0043 DF_E_2000013 nocodec asvspoof A14 spoof notrim progress "
                      "traditional_vocoder - - - -\n"
                      "LA_0043 DF_E_2000014 mp3m4a vcc2020 bonafide bonafide notrim eval - - - - -\n")
-    la, df, bona = data.read_asvspoof2021(key, tmp_path)
+    la, df, bona = protocols.read_asvspoof2021(key, tmp_path)
     assert (la.label, la.attack, la.split, la.source) == ("fake", "A07", "eval", "asvspoof2021")
     assert la.meta == {"speaker": "LA_0009", "codec": "alaw", "trim": "notrim", "phase": "eval",
                        "track": "LA", "transmission": "ita_tx"}
@@ -78,7 +79,7 @@ def test_asvspoof5(tmp_path):
     tsv = write_text(tmp_path / "ASVspoof5.train.tsv",
                      "T_4850 T_0000000000 F - - - AC3 A05 spoof -\n"
                      "T_1000 T_0000000001 M - - - bonafide bonafide bonafide -\n")
-    spoof, bona = data.read_asvspoof5(tsv, tmp_path)
+    spoof, bona = protocols.read_asvspoof5(tsv, tmp_path)
     assert (spoof.label, spoof.attack, spoof.split) == ("fake", "A05", "train")
     assert spoof.meta == {"speaker": "T_4850", "gender": "F", "codec": "-", "codec_q": "-",
                           "codec_seed": "-", "attack_tag": "AC3"}
@@ -90,14 +91,14 @@ def test_in_the_wild(tmp_path):
     write_audio(tmp_path / "1.wav")
     meta = write_text(tmp_path / "meta.csv",
                       "file,speaker,label\n0.wav,Alec Guinness,spoof\n1.wav,Alec Guinness,bona-fide\n")
-    a, b = data.read_in_the_wild(meta)        # audio next to meta.csv by default
+    a, b = protocols.read_in_the_wild(meta)        # audio next to meta.csv by default
     assert a == Sample(str(tmp_path / "0.wav"), "fake", "-", "eval", "in_the_wild",
                        {"speaker": "Alec Guinness"})
     assert b.label == "real"
     # another audio folder
     write_audio(tmp_path / "other" / "0.wav")
     write_audio(tmp_path / "other" / "1.wav")
-    assert data.read_in_the_wild(meta, tmp_path / "other")[0].path == str(tmp_path / "other/0.wav")
+    assert protocols.read_in_the_wild(meta, tmp_path / "other")[0].path == str(tmp_path / "other/0.wav")
 
 
 def test_fake_or_real(tmp_path):
@@ -107,19 +108,19 @@ def test_fake_or_real(tmp_path):
     sf.write(str(tmp_path / "testing" / "fake" / "y.ogg"), tone(), SR)  # OGG Vorbis is kept
     write_text(tmp_path / "testing" / "fake" / "notes.txt", "ignored")
     with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) .*\(\.txt\)"):
-        got = data.read_fake_or_real(tmp_path)  # what is not audio is skipped, and counted
+        got = protocols.read_fake_or_real(tmp_path)  # what is not audio is skipped, and counted
     assert [(Path(s.path).name, s.label, s.split) for s in got] == \
         [("a.flac", "real", "testing"), ("b.wav", "real", "testing"), ("y.ogg", "fake", "testing"),
          ("z.wav", "fake", "testing")]
     assert data.load_audio(got[2].path).shape == (400,)
     with pytest.warns(UserWarning, match="skipped 1"):
-        assert got == data.read_protocol("fake_or_real", tmp_path, split="testing")
+        assert got == protocols.read_protocol("fake_or_real", tmp_path, split="testing")
     with pytest.raises(FileNotFoundError, match="validation"):
-        data.read_fake_or_real(tmp_path, split="validation")
+        protocols.read_fake_or_real(tmp_path, split="validation")
     (tmp_path / "training" / "real").mkdir(parents=True)
     (tmp_path / "training" / "fake").mkdir(parents=True)
     with pytest.raises(ValueError, match="no audio"):
-        data.read_fake_or_real(tmp_path, split="training")
+        protocols.read_fake_or_real(tmp_path, split="training")
 
 
 def test_add2023(tmp_path):
@@ -127,7 +128,7 @@ def test_add2023(tmp_path):
     write_audio(tmp_path / "wav" / "ADD2023_T1.2R1_E_00000002.wav")
     lab = write_text(tmp_path / "label.txt", "ADD2023_T1.2R1_E_00000001.wav genuine\n"
                                              "ADD2023_T1.2R1_E_00000002.wav fake\n")
-    a, b = data.read_add2023(lab, tmp_path / "wav")
+    a, b = protocols.read_add2023(lab, tmp_path / "wav")
     assert (a.label, a.split, a.attack, a.source) == ("real", "eval", "-", "add2023")
     assert b.label == "fake" and b.path.endswith("ADD2023_T1.2R1_E_00000002.wav")
 
@@ -139,12 +140,12 @@ def test_dfe2024(tmp_path):
                      "Filename,Ground Truth,Finetuning Set,Language\n"
                      "a.wav,Fake,train,en\nb,Real,test,fr\nc.wav,Unknown,test,de\n")
     with pytest.warns(UserWarning, match="skipped 1 rows"):
-        a, b = data.read_dfe2024(csv, tmp_path / "audio-data")
+        a, b = protocols.read_dfe2024(csv, tmp_path / "audio-data")
     assert (a.label, a.split, a.meta) == ("fake", "train", {"Language": "en"})
     assert (b.label, b.split, b.path) == ("real", "test", str(tmp_path / "audio-data/b.flac"))
     bad = write_text(tmp_path / "bad.csv", "Filename,Label\na.wav,Fake\n")
     with pytest.raises(ValueError, match="ground truth"):
-        data.read_dfe2024(bad, tmp_path / "audio-data")
+        protocols.read_dfe2024(bad, tmp_path / "audio-data")
 
 
 def test_manifest(tmp_path):
@@ -153,19 +154,19 @@ def test_manifest(tmp_path):
     man = write_text(tmp_path / "dom.csv",
                      "path,label,attack,split,family,tags\n"
                      f"audio/x.wav,Bona-Fide,,train,,\n{absolute},spoof,G3,test,buzz,flat;robotic\n")
-    x, y = data.read_manifest(man)
+    x, y = protocols.read_manifest(man)
     assert x == Sample(str(tmp_path / "audio/x.wav"), "real", "-", "train", "dom",
                        {"family": "", "tags": ""})
     assert y == Sample(str(absolute), "fake", "G3", "test", "dom",
                        {"family": "buzz", "tags": "flat;robotic"})
-    assert data.read_protocol("manifest", man, source="s")[0].source == "s"
+    assert protocols.read_protocol("manifest", man, source="s")[0].source == "s"
 
 
 def test_manifest_with_excel_bom(tmp_path):
     write_audio(tmp_path / "x.wav")
     man = tmp_path / "m.csv"
     man.write_bytes("path,label\nx.wav,fake\n".encode("utf-8-sig"))
-    assert data.read_manifest(man)[0].label == "fake"
+    assert protocols.read_manifest(man)[0].label == "fake"
 
 
 @pytest.mark.parametrize("reader,text,lineno", [
@@ -180,7 +181,7 @@ def test_malformed_line_names_file_and_line(tmp_path, reader, text, lineno):
     proto = write_text(tmp_path / "proto.txt", text)
     kw = {"audio_dir": tmp_path} if reader not in ("in_the_wild", "manifest") else {}
     with pytest.raises(ValueError, match=rf"proto\.txt:{lineno}:"):
-        data.read_protocol(reader, proto, **kw)
+        protocols.read_protocol(reader, proto, **kw)
 
 
 @pytest.mark.parametrize("reader,text,lineno", [
@@ -196,7 +197,7 @@ def test_unknown_label_names_file_and_line(tmp_path, reader, text, lineno):
     proto = write_text(tmp_path / "proto.txt", text)
     kw = {"audio_dir": tmp_path} if reader not in ("in_the_wild", "manifest") else {}
     with pytest.raises(ValueError, match=rf"proto\.txt:{lineno}: unknown label"):
-        data.read_protocol(reader, proto, **kw)
+        protocols.read_protocol(reader, proto, **kw)
 
 
 @pytest.mark.parametrize("reader", ["asvspoof2019", "asvspoof2021", "asvspoof5", "add2023",
@@ -204,16 +205,16 @@ def test_unknown_label_names_file_and_line(tmp_path, reader, text, lineno):
 def test_missing_and_empty_protocol(tmp_path, reader):
     kw = {"audio_dir": tmp_path} if reader not in ("in_the_wild", "manifest") else {}
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        data.read_protocol(reader, tmp_path / "nope.txt", **kw)
+        protocols.read_protocol(reader, tmp_path / "nope.txt", **kw)
     empty = write_text(tmp_path / "empty.txt", "\n\n")
     with pytest.raises(ValueError, match="empty"):
-        data.read_protocol(reader, empty, **kw)
+        protocols.read_protocol(reader, empty, **kw)
 
 
 def test_header_only_csv_is_empty(tmp_path):
     proto = write_text(tmp_path / "meta.csv", "file,speaker,label\n")
     with pytest.raises(ValueError, match="no entries"):
-        data.read_in_the_wild(proto)
+        protocols.read_in_the_wild(proto)
 
 
 def test_missing_audio_error_or_counted_skip(tmp_path):
@@ -221,24 +222,24 @@ def test_missing_audio_error_or_counted_skip(tmp_path):
     proto = write_text(tmp_path / "p.txt", "S LA_T_1 - - bonafide\nS LA_T_2 - A01 spoof\n"
                                            "S LA_T_3 - A01 spoof\n")
     with pytest.raises(FileNotFoundError, match=r"p\.txt:2: audio file not found: .*LA_T_2\.flac"):
-        data.read_asvspoof2019(proto, tmp_path)
+        protocols.read_asvspoof2019(proto, tmp_path)
     with pytest.warns(UserWarning, match=r"skipped 2 of 3 .*LA_T_2\.flac"):
-        kept = data.read_asvspoof2019(proto, tmp_path, missing="skip")
+        kept = protocols.read_asvspoof2019(proto, tmp_path, missing="skip")
     assert [Path(s.path).name for s in kept] == ["LA_T_1.flac"]
     only_missing = write_text(tmp_path / "q.txt", "S LA_T_9 - A01 spoof\n")
     with pytest.raises(ValueError, match="no entry"), pytest.warns(UserWarning):
-        data.read_asvspoof2019(only_missing, tmp_path, missing="skip")
+        protocols.read_asvspoof2019(only_missing, tmp_path, missing="skip")
     with pytest.raises(ValueError, match="missing must be"):
-        data.read_asvspoof2019(proto, tmp_path, missing="ignore")
+        protocols.read_asvspoof2019(proto, tmp_path, missing="ignore")
 
 
 def test_read_protocol_dispatch_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown protocol kind"):
-        data.read_protocol("asvspoof2077", tmp_path / "p.txt", tmp_path)
+        protocols.read_protocol("asvspoof2077", tmp_path / "p.txt", tmp_path)
     with pytest.raises(ValueError, match="needs audio_dir"):
-        data.read_protocol("asvspoof5", tmp_path / "p.txt")
+        protocols.read_protocol("asvspoof5", tmp_path / "p.txt")
     with pytest.raises(ValueError, match="takes no audio_dir"):
-        data.read_protocol("manifest", tmp_path / "m.csv", tmp_path)
+        protocols.read_protocol("manifest", tmp_path / "m.csv", tmp_path)
 
 
 # ----------------------------------------------------------------------------- load_audio
@@ -360,9 +361,9 @@ def speech_like(n=8000, seed=0):
 @pytest.mark.parametrize("algo", range(1, 9))
 def test_rawboost_seeded_same_length_finite(algo):
     x = speech_like()
-    a = data.rawboost(x, algo, np.random.default_rng(7))
-    b = data.rawboost(x, algo, np.random.default_rng(7))
-    c = data.rawboost(x, algo, np.random.default_rng(8))
+    a = rawboost(x, algo, np.random.default_rng(7))
+    b = rawboost(x, algo, np.random.default_rng(7))
+    c = rawboost(x, algo, np.random.default_rng(8))
     assert a.dtype == np.float32 and a.shape == x.shape and np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c) and not np.array_equal(a, x)
@@ -371,17 +372,17 @@ def test_rawboost_seeded_same_length_finite(algo):
 def test_rawboost_at_8khz_keeps_notches_below_nyquist():
     x = speech_like()
     for algo in (1, 3, 4):
-        y = data.rawboost(x, algo, np.random.default_rng(3), sr=8000)
+        y = rawboost(x, algo, np.random.default_rng(3), sr=8000)
         assert y.shape == x.shape and np.isfinite(y).all()
 
 
 def test_rawboost_algo0_and_bad_input():
     x = speech_like()
-    np.testing.assert_array_equal(data.rawboost(x, 0, np.random.default_rng(0)), x)
+    np.testing.assert_array_equal(rawboost(x, 0, np.random.default_rng(0)), x)
     with pytest.raises(ValueError, match="0..8"):
-        data.rawboost(x, 9, np.random.default_rng(0))
+        rawboost(x, 9, np.random.default_rng(0))
     with pytest.raises(ValueError):
-        data.rawboost(np.zeros((2, 5)), 1, np.random.default_rng(0))
+        rawboost(np.zeros((2, 5)), 1, np.random.default_rng(0))
 
 
 def test_rawboost_ssi_snr_in_range():
@@ -389,12 +390,12 @@ def test_rawboost_ssi_snr_in_range():
     x = speech_like(16000).astype(np.float64)
     snrs = []
     for seed in range(20):
-        w = data.rawboost(x, 3, np.random.default_rng(seed)).astype(np.float64) - x
+        w = rawboost(x, 3, np.random.default_rng(seed)).astype(np.float64) - x
         snrs.append(20 * np.log10(np.linalg.norm(x) / np.linalg.norm(w)))
     assert min(snrs) >= 10 - 0.01 and max(snrs) <= 40 + 0.01
     assert max(snrs) - min(snrs) > 10                         # drawn, not constant
     fixed = RawBoostConfig(SNRmin=20, SNRmax=20)
-    w = data.rawboost(x, 3, np.random.default_rng(0), cfg=fixed).astype(np.float64) - x
+    w = rawboost(x, 3, np.random.default_rng(0), cfg=fixed).astype(np.float64) - x
     assert 20 * np.log10(np.linalg.norm(x) / np.linalg.norm(w)) == pytest.approx(20, abs=0.01)
 
 
@@ -441,7 +442,7 @@ def test_collate_audio_and_labels():
 
 def test_segment_samples_keeps_the_last_segment_short():
     # AntiDeepfake's DFE24 segmentation: ceil(T / L) segments, the last one at its length
-    s = data.Sample("a.wav", "fake", "A01", "test", "dfe")
+    s = Sample("a.wav", "fake", "A01", "test", "dfe")
     segs = data.segment_samples([s, s], 4.0, [9.0, 8.0])
     assert [x.meta["segment"] for x in segs] == [[0, 0.0, 4.0], [1, 4.0, 8.0], [2, 8.0, 9.0],
                                                  [0, 0.0, 4.0], [1, 4.0, 8.0]]

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 
 import data
+import protocols
 import train
 from classifier_experiment import check_resume
 from models import SSLClassifier
@@ -235,22 +236,22 @@ def test_duplicate_trials_name_both_lines(tmp_path):
     (tmp_path / "meta.csv").write_text("file,speaker,label\na.wav,s,spoof\nb.wav,s,spoof\n"
                                        "a.wav,s,bona-fide\n")
     with pytest.raises(ValueError, match=r"meta\.csv: lines 2 and 4 both name .*a\.wav"):
-        data.read_in_the_wild(tmp_path / "meta.csv")
+        protocols.read_in_the_wild(tmp_path / "meta.csv")
 
 
 def test_a_bom_is_accepted_in_every_text_format(tmp_path):
     _audio(tmp_path / "LA_T_1.flac")
     (tmp_path / "p.txt").write_bytes(b"\xef\xbb\xbfLA_0001 LA_T_1 - - bonafide\n")
-    assert data.read_asvspoof2019(tmp_path / "p.txt", tmp_path)[0].label == "real"
+    assert protocols.read_asvspoof2019(tmp_path / "p.txt", tmp_path)[0].label == "real"
     (tmp_path / "label.txt").write_bytes(b"\xef\xbb\xbfLA_T_1.flac genuine\n")
-    assert data.read_add2023(tmp_path / "label.txt", tmp_path)[0].label == "real"
+    assert protocols.read_add2023(tmp_path / "label.txt", tmp_path)[0].label == "real"
 
 
 def test_bytes_that_are_not_utf8_are_named_by_line(tmp_path):
     _audio(tmp_path / "a.wav")
     (tmp_path / "m.csv").write_bytes(b"path,label\na.wav,real\nb\xe9.wav,fake\n")
     with pytest.raises(ValueError, match=r"m\.csv:3: not UTF-8 text \(byte 0xe9 at column 2\)"):
-        data.read_manifest(tmp_path / "m.csv")
+        protocols.read_manifest(tmp_path / "m.csv")
 
 
 # ----------------------------------------------------------------------------- chat routes

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from sklearn.metrics import roc_auc_score
 
-import data
+import protocols
 import rewards
 import synth_speech as S
 
@@ -133,7 +133,7 @@ def test_reuse_and_rebuild(tmp_path):
     S.make_speech_corpora(root, seed=0, size=dict(ood_for=4), duration=(0.6, 0.8))
     assert os.path.getmtime(os.path.join(root, "index.json")) == stamp   # reused
     index = S.make_speech_corpora(root, seed=0, size=dict(ood_for=2), duration=(0.6, 0.8))
-    assert len(data.read_protocol(**{k: index["ood_for"][k] for k in ("kind", "path")})) == 2
+    assert len(protocols.read_protocol(**{k: index["ood_for"][k] for k in ("kind", "path")})) == 2
     with pytest.raises(ValueError, match="size"):
         S.make_speech_corpora(root, size=dict(nope=3))
     with pytest.raises(ValueError, match="unknown set"):
@@ -157,7 +157,7 @@ def test_every_set_reads_back_with_counts_and_labels(quick):
                      "manifest"}
     seen = []
     for name, e in index.items():
-        samples = data.read_protocol(e["kind"], e["path"], e["audio_dir"])
+        samples = protocols.read_protocol(e["kind"], e["path"], e["audio_dir"])
         assert len(samples) == S.DOMAINS[name].quick == e["n_real"] + e["n_fake"]
         assert sum(s.label == "real" for s in samples) == e["n_real"] > 0 and e["n_fake"] > 0
         for s in samples:
