@@ -93,9 +93,7 @@ class Dist:
         """Every rank's 1-D tensor concatenated in rank order (lengths may differ by rank)."""
         if self.world == 1:
             return x
-        parts = [None] * self.world
-        td.all_gather_object(parts, x.detach().cpu())
-        return torch.cat(parts).to(x.device)
+        return torch.cat(self.gather_list([x.detach().cpu()])).to(x.device)
 
     def gather_list(self, items: list) -> list:
         """Every rank's list concatenated in rank order, on every rank: after `shard`, the

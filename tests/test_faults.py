@@ -296,6 +296,36 @@ def test_chat_stage_resume_refuses_another_kind_and_never_saves_nan(tmp_path):
     assert not (tmp_path / "t" / "last").exists()
 
 
+@pytest.mark.parametrize("kind", ["sft", "grpo"])
+def test_a_chat_stage_continued_from_its_last_equals_one_longer_stage(tmp_path, kind):
+    """A stage of 2 steps continued with resume=its last/ (optimizer, scheduler and step; the
+    weights stay in the policy) to step 4 ends where one stage of 4 steps ends, and logs the
+    same rows (a chat stage writes last/ when it ends: this is how a run is extended)."""
+    import dataclasses
+    from train_chat import grpo_stage, sft_stage
+
+    def run(policy, cfg, out, steps):
+        if kind == "sft":
+            sft_stage(policy, examples, cfg, out, steps)
+        else:
+            grpo_stage(policy, examples, _reward, cfg, out, steps)
+    cfg, whole, examples = _chat(tmp_path, lr=1e-3, warmup_steps=3)
+    run(whole, cfg, tmp_path / "whole", 4)
+    _, cut, _ = _chat(tmp_path, lr=1e-3, warmup_steps=3)
+    run(cut, cfg, tmp_path / "cut", 2)
+    run(cut, dataclasses.replace(cfg, resume=str(tmp_path / "cut" / "last")), tmp_path / "cut", 4)
+    _, start, _ = _chat(tmp_path)
+    assert any(not torch.equal(a, b) for a, b in zip(whole.model.parameters(),
+                                                     start.model.parameters()))  # it trained
+    for (name, a), b in zip(whole.model.named_parameters(), cut.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-6, msg=name)
+    rows = {k: [{f: v for f, v in json.loads(r).items() if f != "time"} for r in
+                (tmp_path / k / "metrics.jsonl").read_text().splitlines()] for k in ("whole", "cut")}
+    # the lr logged after step k is step k + 1's: the warm-up carried across the cut
+    assert rows["cut"] == rows["whole"] and [r["lr"] for r in rows["cut"]] == pytest.approx(
+        [2e-3 / 3, 1e-3, 1e-3, 1e-3], abs=1e-6)
+
+
 # ----------------------------------------------------------------------------- images
 
 def test_16_bit_images_are_scaled_not_clipped(tmp_path):
